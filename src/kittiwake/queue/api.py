@@ -1,0 +1,59 @@
+"""The store contract: what the rest of Kittiwake may ask of the queue's persistence.
+
+Owns the ``Store`` protocol and its value types. The embedded backend is SQLite (WAL) for
+metadata plus one spool file per message body (``queue.sqlite``); a PostgreSQL backend for
+clusters implements the same protocol later, so nothing outside ``queue`` may depend on a
+backend. Durability rule (design practice 5): ``commit`` returns only after the body file
+and the metadata are fsynced; the caller says 250 after that and never before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import BinaryIO, Protocol
+
+from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus
+from kittiwake.envelope import Envelope
+
+__all__ = ["Outcome", "QueuedMessage", "RecipientStatus", "SpoolWriter", "Store"]
+
+
+class SpoolWriter(Protocol):
+    """A message body being received. Writes go to a file, never to a growing buffer."""
+
+    @property
+    def queue_id(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def abort(self) -> None:
+        """Remove everything written; idempotent. Nothing of the message remains."""
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Create/open the database and spool directories; clean up uncommitted spool files."""
+
+    async def close(self) -> None: ...
+
+    def new_message(self) -> SpoolWriter:
+        """Allocate a queue id and an (uncommitted) spool file."""
+
+    async def commit(self, writer: SpoolWriter, envelope: Envelope) -> QueuedMessage:
+        """Fsync the body, persist the envelope with every recipient PENDING, fsync the
+        metadata (group commit: concurrent callers share one database transaction/fsync)."""
+
+    async def pending(self, *, due_before: float | None = None) -> list[QueuedMessage]:
+        """Messages with at least one PENDING/DEFERRED recipient (due ones, if a time is given)."""
+
+    async def get(self, queue_id: str) -> QueuedMessage | None: ...
+
+    def open_body(self, queue_id: str) -> BinaryIO:
+        """The committed spool file, opened for binary reading (caller closes)."""
+
+    async def record(self, queue_id: str, outcomes: Sequence[Outcome]) -> None:
+        """Record outcomes in place, durably; a message whose recipients are all final is
+        removed with its spool file."""
