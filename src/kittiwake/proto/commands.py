@@ -1,0 +1,384 @@
+"""The server core's input side: read by state, then one handler per SMTP/LMTP verb.
+
+Owns the input loop (``_step``: a command line, an AUTH response line, DATA content or a
+BDAT chunk, depending on the state) and what each command does: validate, consult
+``state.refusal()``, then either answer at once (NOOP, RSET, errors...) or raise a decision
+for the driver. Connection attributes and shared helpers are in ``core.py``; the public
+façade and the answer methods in ``server.py``.
+
+Security: HIGH. Every line comes from the peer. Rules kept here:
+
+* Only CRLF ends a command line; a bare CR or LF inside one is a syntax error (500 5.5.2).
+* Per-verb line limits: 512 octets (RFC 5321 §4.5.3.1.4); MAIL 512+26+16+10+120+500
+  (SIZE RFC 1870 §3, BODY RFC 3030 §3, SMTPUTF8 RFC 6531 §3.1, RET/ENVID RFC 3461 §4.3-4.4,
+  AUTH= RFC 4954 §3); RCPT 512+530 (RFC 3461 §5); AUTH 12288 (RFC 4954 §4 — for the
+  exchange; we allow it for the command too, as XOAUTH2 initial responses exceed 512).
+  A line over the limit is dropped as it arrives and answered once with 500 5.5.2.
+* HTTP verbs close the session (cross-protocol attacks; chasquid does the same).
+* STARTTLS drops every byte buffered after it (RFC 3207 §5, CVE-2011-0411).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+
+from kittiwake.envelope import BodyType, Reply
+from kittiwake.proto import grammar, replies
+from kittiwake.proto.body import Chunk, ChunkKind
+from kittiwake.proto.buffer import TOO_LONG, TooLong
+from kittiwake.proto.core import Core
+from kittiwake.proto.events import (
+    AuthCancelled,
+    AuthResponse,
+    AuthStart,
+    BodyData,
+    BodyEnd,
+    DataStart,
+    Helo,
+    Noop,
+    Quit,
+    StartTLS,
+)
+from kittiwake.proto.params import parse_mail, parse_rcpt
+from kittiwake.proto.state import TRANSACTION_STATES, State, Trigger
+
+COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, including CRLF
+MAIL_LINE = 512 + 26 + 16 + 10 + 120 + 500
+RCPT_LINE = 512 + 530
+AUTH_LINE = 12288  # RFC 4954 §4
+BUFFER_LIMIT = AUTH_LINE  # longest line the buffer holds in command mode
+
+_LIMITS = {b"MAIL": MAIL_LINE, b"RCPT": RCPT_LINE, b"AUTH": AUTH_LINE}
+_HTTP_VERBS = frozenset(
+    {b"GET", b"POST", b"PUT", b"HEAD", b"CONNECT", b"OPTIONS", b"DELETE", b"PATCH", b"TRACE"}
+)
+_NOT_IMPLEMENTED = frozenset({b"TURN", b"SEND", b"SOML", b"SAML", b"ETRN", b"ATRN"})
+
+# Events carry no per-instance data in these cases: share one instance.
+_CANCELLED = AuthCancelled()
+_QUIT = Quit()
+_STARTTLS = StartTLS()
+_DATA_START = DataStart(bdat=False)
+BDAT_START = DataStart(bdat=True)
+_NOOPS = {verb: Noop(verb) for verb in ("NOOP", "VRFY", "EXPN", "HELP")}
+
+
+def decode_base64(data: bytes) -> bytes | None:
+    """Strict base64 (RFC 4954 §4: reject anything outside the alphabet); None if invalid."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class CommandInterpreter(Core):
+    """Reads input by state and runs one handler per command line. Use ``ServerConnection``."""
+
+    __slots__ = ()
+
+    # --------------------------------------------------------------------- input loop
+
+    def _step(self) -> bool:
+        """Consume some input; False when nothing more can be done without new bytes."""
+        state = self._state
+        if state is State.CLOSED or state is State.TLS:
+            return False
+        if self._chunk is not None:
+            return self._step_chunk(self._chunk)
+        if state is State.DATA:
+            return self._step_data()
+        if state is State.AUTH:
+            line = self._buf.next_line(AUTH_LINE)
+            if line is None:
+                return False
+            self._on_auth_line(line)
+            return True
+        line = self._buf.next_line(BUFFER_LIMIT)
+        if line is None:
+            return False
+        self._on_command(line)
+        return True
+
+    def _step_data(self) -> bool:
+        if not self._buf:
+            return False
+        decoder = self._decoder
+        assert decoder is not None
+        raw = self._buf.take_all()
+        content, end = decoder.feed(raw)
+        if content:
+            self._events.append(BodyData(content))
+        if end >= 0:
+            self._buf.unread(raw[end:])
+            self._decoder = None
+            if decoder.failure is not None:
+                self._body_failed(decoder.failure, decoder.size, last=True)
+            else:
+                self._decide(BodyEnd(decoder.size))
+        return True
+
+    def _step_chunk(self, chunk: Chunk) -> bool:
+        if chunk.remaining:
+            if not self._buf:
+                return False
+            data = self._buf.take(chunk.remaining)
+            chunk.remaining -= len(data)
+            kind = chunk.kind
+            if kind is ChunkKind.STREAM:
+                self._chunk_total += len(data)
+                self._events.append(BodyData(data))
+            elif kind is ChunkKind.FAIL:
+                self._chunk_total += len(data)
+            if chunk.remaining:
+                return True
+        self._chunk = None
+        kind = chunk.kind
+        if kind is ChunkKind.STREAM:
+            if chunk.last:
+                self._decide(BodyEnd(self._chunk_total))
+            else:
+                self._send(replies.bdat_ok(chunk.size))
+        elif kind is ChunkKind.FAIL:
+            self._body_failed(chunk.reply or replies.TOO_BIG, self._chunk_total, chunk.last)
+        elif chunk.reply is not None:
+            if kind is ChunkKind.REFUSE:
+                self._error(chunk.reply)
+            else:  # REJECTED: the driver's reply; Reset was already emitted
+                self._send(chunk.reply)
+        return True
+
+    def _on_auth_line(self, line: bytes | TooLong) -> None:
+        """A line answering our 334 (RFC 4954 §4)."""
+        if isinstance(line, bytes) and line != b"*":
+            data = decode_base64(line)
+            if data is not None:
+                self._decide(AuthResponse(data))
+                return
+        self._move(Trigger.AUTH_END)
+        if line is TOO_LONG:
+            self._error(replies.AUTH_LINE_TOO_LONG)
+        elif line == b"*":
+            self._send(replies.AUTH_CANCELLED)
+            self._events.append(_CANCELLED)
+            self._count_bad()
+        else:
+            self._error(replies.AUTH_BAD_BASE64)
+
+    # ---------------------------------------------------------------- command dispatch
+
+    def _on_command(self, line: bytes | TooLong) -> None:
+        self._commands += 1
+        if self._commands > self._config.max_commands:
+            self._close(replies.TOO_MANY_COMMANDS)
+            return
+        if line is TOO_LONG:
+            self._error(replies.LINE_TOO_LONG)
+            return
+        assert isinstance(line, bytes)
+        if b"\r" in line or b"\n" in line:  # never a line end, never inside a command
+            self._error(replies.BARE_NEWLINE)
+            return
+        sp = line.find(b" ")
+        verb = (line if sp < 0 else line[:sp]).upper()
+        entry = _HANDLERS.get(verb)
+        if entry is None:
+            if sp > 0 and verb in _HTTP_VERBS:
+                self._close(replies.HTTP_REFUSED)
+            elif verb in _NOT_IMPLEMENTED:
+                self._error(replies.NOT_IMPLEMENTED)
+            else:
+                self._error(replies.UNRECOGNIZED)
+            return
+        if len(line) + 2 > _LIMITS.get(verb, COMMAND_LINE):
+            self._error(replies.LINE_TOO_LONG)
+            return
+        name, handler = entry
+        arg = line[sp + 1 :].strip(b" ") if sp > 0 else b""
+        if name != "BDAT":  # BDAT must consume its chunk even when refused
+            reply = self._refusal(name)
+            if reply is not None:
+                self._error(reply)
+                return
+        handler(self, arg)
+
+    def _cmd_helo(self, arg: bytes) -> None:
+        self._greet("HELO", arg)
+
+    def _cmd_ehlo(self, arg: bytes) -> None:
+        self._greet("EHLO", arg)
+
+    def _cmd_lhlo(self, arg: bytes) -> None:
+        self._greet("LHLO", arg)
+
+    def _greet(self, verb: str, arg: bytes) -> None:
+        if self._config.lmtp != (verb == "LHLO"):
+            self._error(replies.LMTP_USE_LHLO if self._config.lmtp else replies.UNRECOGNIZED)
+            return
+        if not arg:
+            self._error(replies.HELO_SYNTAX)
+            return
+        # Leniency: only the first word counts ("EHLO host (comment)" is seen in the wild).
+        domain = arg.split(b" ", 1)[0].decode("latin-1")
+        if not grammar.helo_ok(domain):
+            self._error(replies.HELO_BAD)
+            return
+        if self._state in TRANSACTION_STATES:  # RFC 5321 §4.1.4: EHLO resets the transaction
+            self._drop_tx()
+        self._decide(Helo(verb, domain))
+
+    def _cmd_mail(self, arg: bytes) -> None:
+        text = self._text(arg)
+        if text is None:
+            self._error(replies.BAD_UTF8)
+            return
+        result = parse_mail(text, esmtp=self._esmtp, max_size=self._config.max_message_size)
+        if isinstance(result, Reply):
+            self._error(result)
+        else:
+            self._decide(result)
+
+    def _cmd_rcpt(self, arg: bytes) -> None:
+        text = self._text(arg)
+        if text is None:
+            self._error(replies.BAD_UTF8)
+            return
+        result = parse_rcpt(text, esmtp=self._esmtp, smtputf8=self._tx_smtputf8)
+        if isinstance(result, Reply):
+            self._error(result)
+        elif self._rcpts >= self._config.max_recipients:
+            self._error(replies.TOO_MANY_RECIPIENTS)  # RFC 5321 §4.5.3.1.10
+        else:
+            self._decide(result)
+
+    def _cmd_data(self, arg: bytes) -> None:
+        if arg:
+            self._error(replies.NO_PARAMS)
+        elif self._tx_body is BodyType.BINARYMIME:
+            self._error(replies.BINARYMIME_NEEDS_BDAT)  # RFC 3030 §3
+        else:
+            self._decide(_DATA_START)
+
+    def _cmd_bdat(self, arg: bytes) -> None:
+        words = [w for w in arg.split(b" ") if w]
+        # bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] ; chunk-size = 1*DIGIT
+        if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 20:
+            self._error(replies.BDAT_SYNTAX)  # size unknown: nothing can be consumed
+            return
+        if len(words) == 2 and words[1].upper() != b"LAST":
+            self._error(replies.BDAT_SYNTAX)
+            return
+        size, last = int(words[0]), len(words) == 2
+        reply = self._refusal("BDAT")
+        if reply is not None:
+            if last and self._config.lmtp and reply is replies.NEED_RCPT:
+                reply = None  # RFC 2033 §4.3: BDAT LAST without recipients gets zero replies
+            self._chunk = Chunk(size, last, ChunkKind.REFUSE, reply)
+        elif self._state is State.RCPT:  # the first chunk: ask the driver
+            self._chunk = Chunk(size, last, ChunkKind.STREAM)
+            self._decide(BDAT_START)
+        else:  # CHUNKING
+            self._chunk = self._next_chunk(size, last)
+
+    def _cmd_rset(self, arg: bytes) -> None:
+        if arg:
+            self._error(replies.NO_PARAMS)
+            return
+        self._send(replies.RSET_OK)
+        self._drop_tx()
+
+    def _cmd_noop(self, arg: bytes) -> None:
+        self._send(replies.OK)  # RFC 5321 §4.1.1.9: an argument is allowed and ignored
+        self._events.append(_NOOPS["NOOP"])
+
+    def _cmd_quit(self, arg: bytes) -> None:
+        if arg:
+            self._error(replies.NO_PARAMS)
+            return
+        self._send(replies.BYE)
+        self._events.append(_QUIT)
+        self._shut()
+
+    def _cmd_vrfy(self, arg: bytes) -> None:
+        if not self._config.vrfy_enabled:
+            self._error(replies.NOT_IMPLEMENTED)
+        elif not arg:
+            self._error(replies.VRFY_SYNTAX)
+        else:
+            self._send(replies.VRFY_CANNOT)  # RFC 5321 §3.5.3
+            self._events.append(_NOOPS["VRFY"])
+
+    def _cmd_expn(self, arg: bytes) -> None:
+        if not self._config.expn_enabled:
+            self._error(replies.NOT_IMPLEMENTED)
+        elif not arg:
+            self._error(replies.VRFY_SYNTAX)
+        else:
+            self._send(replies.VRFY_CANNOT)
+            self._events.append(_NOOPS["EXPN"])
+
+    def _cmd_help(self, arg: bytes) -> None:
+        self._send(replies.HELP)
+        self._events.append(_NOOPS["HELP"])
+
+    def _cmd_starttls(self, arg: bytes) -> None:
+        if not self._config.starttls_available:
+            self._error(replies.STARTTLS_NOT_AVAILABLE)
+        elif self._tls:
+            self._error(replies.TLS_ACTIVE)
+        elif arg:
+            self._error(replies.NO_PARAMS)  # RFC 3207 §4: "501 ... no parameters allowed"
+        else:
+            self._send(replies.STARTTLS_READY)
+            self._buf.clear()  # RFC 3207 §5: nothing pipelined after STARTTLS survives
+            self._move(Trigger.STARTTLS)
+            self._events.append(_STARTTLS)
+
+    def _cmd_auth(self, arg: bytes) -> None:
+        cfg = self._config
+        if not cfg.auth_mechanisms:
+            self._error(replies.AUTH_NOT_AVAILABLE)
+            return
+        if cfg.auth_requires_tls and not self._tls:
+            self._error(replies.TLS_REQUIRED)
+            return
+        if self._auth_identity is not None:
+            self._error(replies.ALREADY_AUTHENTICATED)  # RFC 4954 §4
+            return
+        words = [w for w in arg.split(b" ") if w]
+        if not 1 <= len(words) <= 2:
+            self._error(replies.AUTH_SYNTAX)
+            return
+        mechanism = words[0].upper().decode("latin-1")
+        if mechanism not in self._mechanisms:
+            self._error(replies.AUTH_UNKNOWN_MECHANISM)
+            return
+        initial: bytes | None = None
+        if len(words) == 2:
+            # RFC 4954 §4: "=" is an empty initial response.
+            initial = b"" if words[1] == b"=" else decode_base64(words[1])
+            if initial is None:
+                self._error(replies.AUTH_BAD_BASE64)
+                return
+        self._decide(AuthStart(mechanism, initial))
+
+
+_Handler = Callable[[CommandInterpreter, bytes], None]
+_HANDLERS: dict[bytes, tuple[str, _Handler]] = {
+    b"HELO": ("HELO", CommandInterpreter._cmd_helo),
+    b"EHLO": ("EHLO", CommandInterpreter._cmd_ehlo),
+    b"LHLO": ("LHLO", CommandInterpreter._cmd_lhlo),
+    b"MAIL": ("MAIL", CommandInterpreter._cmd_mail),
+    b"RCPT": ("RCPT", CommandInterpreter._cmd_rcpt),
+    b"DATA": ("DATA", CommandInterpreter._cmd_data),
+    b"BDAT": ("BDAT", CommandInterpreter._cmd_bdat),
+    b"RSET": ("RSET", CommandInterpreter._cmd_rset),
+    b"NOOP": ("NOOP", CommandInterpreter._cmd_noop),
+    b"QUIT": ("QUIT", CommandInterpreter._cmd_quit),
+    b"VRFY": ("VRFY", CommandInterpreter._cmd_vrfy),
+    b"EXPN": ("EXPN", CommandInterpreter._cmd_expn),
+    b"HELP": ("HELP", CommandInterpreter._cmd_help),
+    b"STARTTLS": ("STARTTLS", CommandInterpreter._cmd_starttls),
+    b"AUTH": ("AUTH", CommandInterpreter._cmd_auth),
+}

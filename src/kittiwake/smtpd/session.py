@@ -1,0 +1,361 @@
+"""One SMTP session: bytes from the socket into the core, decisions out of policy and queue.
+
+Owns the per-connection loop: timeouts (RFC 5321 §4.5.3.2), the STARTTLS hand-off
+(RFC 3207), the AUTH exchange, streaming the body into the cleanup sink and committing it
+before the 250 (design practice 5). Moderately security sensitive: it faces the Internet,
+but every parsing decision lives in ``proto`` and every acceptance decision in ``policy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from kittiwake.envelope import Envelope, Recipient, Reply, SessionInfo
+from kittiwake.errors import KittiwakeError
+from kittiwake.policy import Action, PolicyChain, Verdict
+from kittiwake.proto import events as ev
+from kittiwake.proto.server import ServerConnection
+from kittiwake.smtpd.auth import Authenticator, SaslExchange
+from kittiwake.smtpd.intake import Intake, IntakeSink, QueuedNotice
+
+log = logging.getLogger("kittiwake.smtpd")
+
+READ_SIZE = 256 * 1024
+TIMEOUT_REPLY = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+SHUTDOWN_REPLY = Reply(421, "4.3.2", "Service shutting down, try again later")
+TEMP_STORE_FAILURE = Reply(451, "4.3.0", "Temporary failure storing the message, try again")
+RECIPIENT_NOT_PLACED = Reply(554, "5.7.1", "Relay access denied")
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    """Everything a session needs that is fixed per listener."""
+
+    role: str
+    proto: ev.ProtoConfig
+    policy: PolicyChain
+    intake: Intake
+    authenticator: Authenticator
+    tls_context: ssl.SSLContext | None
+    command_timeout: float
+    data_timeout: float
+    on_queued: Callable[[QueuedNotice], None]
+    implicit_tls: bool = False
+
+
+class Session:
+    """Drives one ``ServerConnection`` over an asyncio stream pair."""
+
+    def __init__(
+        self,
+        settings: ListenerSettings,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.settings = settings
+        self.reader = reader
+        self.writer = writer
+        self.conn = ServerConnection(settings.proto, tls=settings.implicit_tls)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        local = writer.get_extra_info("sockname") or ("?", 0)
+        self.info = SessionInfo(
+            client_ip=str(peer[0]),
+            client_port=int(peer[1]),
+            server_ip=str(local[0]),
+            server_port=int(local[1]),
+            listener=settings.role,
+        )
+        if settings.implicit_tls:
+            self.info = self._with_tls_details(self.info)
+        self.shutting_down = False
+        self._closing = False
+        self._sender = ""
+        self._mail: ev.MailFrom | None = None
+        self._recipients: list[Recipient] = []
+        self._sink: IntakeSink | None = None
+        self._sasl: SaslExchange | None = None
+        self.messages = 0
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        name = f"[{self.info.client_ip}]:{self.info.client_port}"
+        log.info("connect from %s on %s", name, self.settings.role)
+        try:
+            verdict = await self.settings.policy.connect(self.info)
+            if verdict.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCONNECT):
+                reply = verdict.reply or Reply(554, "5.7.1", "Access denied")
+                self.writer.write(reply.to_bytes())
+                return
+            self.writer.write(self.conn.greeting())
+            await self._serve()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.info("lost connection from %s: %s", name, exc.__class__.__name__)
+        finally:
+            self._abort_transaction()
+            await self._close()
+            log.info(
+                "disconnect from %s commands=%d messages=%d",
+                name,
+                self.conn.command_count,
+                self.messages,
+            )
+
+    async def _serve(self) -> None:
+        conn = self.conn
+        while not self._closing:
+            if self.shutting_down and not conn.in_transaction:
+                self._send_bytes(conn.close_with(SHUTDOWN_REPLY))
+                return
+            timeout = (
+                self.settings.data_timeout
+                if self._sink is not None
+                else self.settings.command_timeout
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                self._send_bytes(conn.close_with(TIMEOUT_REPLY))
+                return
+            conn.receive_data(data)
+            await self._drain_events()
+            out = conn.data_to_send()
+            if out:
+                self.writer.write(out)
+                if self.writer.transport.get_write_buffer_size() > 256 * 1024:
+                    await self.writer.drain()
+            if not data:
+                return
+
+    async def _drain_events(self) -> None:
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is ev.NEED_DATA or event is ev.PAUSED:
+                return
+            await self._handle(event)
+            if self._closing:
+                return
+
+    # ------------------------------------------------------------- event handling
+
+    async def _handle(self, event: object) -> None:
+        conn = self.conn
+        if isinstance(event, ev.BodyData):
+            if self._sink is not None:
+                self._sink.write(event.data)
+        elif isinstance(event, ev.RcptTo):
+            await self._on_rcpt(event)
+        elif isinstance(event, ev.MailFrom):
+            await self._on_mail(event)
+        elif isinstance(event, ev.DataStart):
+            self._on_data_start()
+        elif isinstance(event, ev.BodyEnd):
+            await self._on_body_end(event)
+        elif isinstance(event, ev.Helo):
+            self._abort_transaction()
+            self.info = replace(self.info, helo=event.domain, esmtp=event.verb != "HELO")
+            verdict = await self.settings.policy.helo(self.info)
+            self._answer(verdict, default_accept=True, accept=conn.accept_helo)
+        elif isinstance(event, ev.Reset):
+            self._abort_transaction()
+        elif isinstance(event, (ev.Quit, ev.Closing, ev.ConnectionClosed)):
+            self._closing = True
+        elif isinstance(event, ev.StartTLS):
+            await self._start_tls()
+        elif isinstance(event, ev.AuthStart):
+            await self._on_auth_start(event)
+        elif isinstance(event, ev.AuthResponse):
+            await self._on_auth_step(event.data)
+        elif isinstance(event, ev.AuthCancelled):
+            self._sasl = None
+        elif isinstance(event, ev.BadCommand):
+            log.debug("bad command from %s: %s", self.info.client_ip, event.reply)
+
+    def _answer(
+        self,
+        verdict: Verdict,
+        *,
+        default_accept: bool,
+        accept: Callable[[], None] | None = None,
+        fallback: Reply = RECIPIENT_NOT_PLACED,
+    ) -> bool:
+        """Turn a policy verdict into the core's answer; True when accepted."""
+        action = verdict.action
+        if action is Action.ACCEPT or (action is Action.CONTINUE and default_accept):
+            (accept or self.conn.accept)()
+            return True
+        if action is Action.CONTINUE:
+            self.conn.reject(fallback)
+        elif action is Action.DISCONNECT:
+            self._send_bytes(self.conn.close_with(verdict.reply or fallback))
+            self._closing = True
+        else:
+            self.conn.reject(verdict.reply or fallback)
+        return False
+
+    async def _on_mail(self, event: ev.MailFrom) -> None:
+        verdict = await self.settings.policy.mail(self.info, event.sender)
+        if self._answer(verdict, default_accept=True):
+            self._mail = event
+            self._sender = event.sender
+            self._recipients = []
+
+    async def _on_rcpt(self, event: ev.RcptTo) -> None:
+        verdict = await self.settings.policy.rcpt(self.info, self._sender, event.recipient)
+        if self._answer(verdict, default_accept=False):
+            self._recipients.append(event.recipient)
+
+    def _envelope(self) -> Envelope:
+        mail = self._mail
+        assert mail is not None
+        return Envelope(
+            sender=mail.sender,
+            recipients=tuple(self._recipients),
+            body_type=mail.body_type,
+            smtputf8=mail.smtputf8,
+            declared_size=mail.size,
+            ret=mail.ret,
+            envid=mail.envid,
+            auth=mail.auth,
+        )
+
+    def _on_data_start(self) -> None:
+        try:
+            self._sink = self.settings.intake.begin(self.info, self._envelope())
+        except (OSError, KittiwakeError):
+            log.exception("cannot open a spool file")
+            self.conn.reject(TEMP_STORE_FAILURE)
+            return
+        self.conn.accept()
+
+    async def _on_body_end(self, event: ev.BodyEnd) -> None:
+        sink, self._sink = self._sink, None
+        if event.failure is not None or sink is None:
+            if sink is not None:
+                sink.abort()
+            if event.failure is None:
+                self.conn.reject(TEMP_STORE_FAILURE)
+            else:
+                log.info("message from %s refused: %s", self.info.client_ip, event.failure)
+            self._reset_transaction()
+            return
+        try:
+            notice = await sink.commit(self._envelope())
+        except (OSError, KittiwakeError):
+            log.exception("commit failed for %s", sink.queue_id)
+            sink.abort()
+            self.conn.reject(TEMP_STORE_FAILURE)
+            self._reset_transaction()
+            return
+        self.messages += 1
+        log.info(
+            "%s: client=[%s], from=<%s>, size=%d, nrcpt=%d (queued)",
+            sink.queue_id,
+            self.info.client_ip,
+            self._sender,
+            event.size,
+            len(self._recipients),
+        )
+        self.conn.accept(Reply(250, "2.0.0", f"Ok: queued as {sink.queue_id}"))
+        self._reset_transaction()
+        self.settings.on_queued(notice)
+
+    # ------------------------------------------------------------------ STARTTLS
+
+    async def _start_tls(self) -> None:
+        context = self.settings.tls_context
+        self._send_bytes(self.conn.data_to_send())
+        if context is None:  # the core offers STARTTLS only with a context; defensive
+            self._closing = True
+            return
+        await self.writer.drain()
+        async with asyncio.timeout(self.settings.command_timeout):
+            await self.writer.start_tls(context)
+        self.info = self._with_tls_details(replace(self.info, helo="", esmtp=False))
+        self.conn.tls_established()
+
+    def _with_tls_details(self, info: SessionInfo) -> SessionInfo:
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return replace(info, tls=True)
+        cipher = ssl_object.cipher()
+        return replace(
+            info,
+            tls=True,
+            tls_version=ssl_object.version(),
+            tls_cipher=cipher[0] if cipher else None,
+        )
+
+    # ---------------------------------------------------------------------- AUTH
+
+    async def _on_auth_start(self, event: ev.AuthStart) -> None:
+        self._sasl = SaslExchange(event.mechanism)
+        await self._auth_result(self._sasl.start(event.initial))
+
+    async def _on_auth_step(self, data: bytes) -> None:
+        if self._sasl is None:
+            self.conn.reject(AUTH_MALFORMED)
+            return
+        await self._auth_result(self._sasl.step(data))
+
+    async def _auth_result(self, result: bytes | tuple[str, str] | None) -> None:
+        if isinstance(result, bytes):
+            self.conn.auth_challenge(result)
+            return
+        self._sasl = None
+        if result is None:
+            self.conn.reject(AUTH_MALFORMED)
+            return
+        username, password = result
+        if await self.settings.authenticator.check(username, password):
+            self.info = replace(self.info, auth_user=username)
+            self.conn.auth_success(username)
+            log.info("authenticated %s as %s", self.info.client_ip, username)
+        else:
+            log.info("authentication failed from %s", self.info.client_ip)
+            self.conn.reject(AUTH_FAILED)
+
+    # --------------------------------------------------------------------- helpers
+
+    def _reset_transaction(self) -> None:
+        self._mail = None
+        self._sender = ""
+        self._recipients = []
+
+    def _abort_transaction(self) -> None:
+        if self._sink is not None:
+            self._sink.abort()
+            self._sink = None
+        self._reset_transaction()
+
+    def _send_bytes(self, data: bytes) -> None:
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    def request_shutdown(self) -> bool:
+        """Graceful shutdown: True when the session was idle and has been told 421."""
+        self.shutting_down = True
+        if self.conn.in_transaction or self._closing:
+            return False
+        self._send_bytes(self.conn.close_with(SHUTDOWN_REPLY))
+        self._closing = True
+        self.writer.close()  # wakes the pending read with EOF
+        return True
+
+    async def _close(self) -> None:
+        try:
+            self._send_bytes(self.conn.data_to_send())
+            if not self.writer.is_closing():
+                await asyncio.wait_for(self.writer.drain(), 5)
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (ConnectionError, ssl.SSLError, TimeoutError, OSError):
+            self.writer.transport.abort()
