@@ -1,0 +1,1 @@
+"""The way into the queue: trace header, spool, commit (``cleanup.writer``)."""

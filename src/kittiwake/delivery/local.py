@@ -1,0 +1,138 @@
+"""Local mailboxes: which addresses exist here, and where each one's Maildir lives.
+
+Owns ``LocalMailboxes``. Security sensitive: ``lookup`` decides which recipients are
+accepted for local delivery (policy asks it at RCPT time), and ``path_for`` turns
+attacker-chosen local parts into directory names — it must never escape ``root``.
+
+Rules, in order, for ``lookup(address)``:
+- the bare ``postmaster`` (RFC 5321 §4.1.1.3) and ``postmaster@<any local domain>`` in any
+  case (RFC 5321 §4.5.1) resolve to the configured postmaster mailbox;
+- a domain that is not local (compared case-insensitively, trailing dot ignored) → None;
+- with no ``users`` configured every local part exists (a catch-all, for trying things out);
+- else a user entry ``alice@example.org`` exists in that domain only, and a bare ``alice``
+  exists in every local domain as ONE mailbox, keyed at the first (primary) domain — the
+  way Postfix maps all of ``mydestination`` onto the same local users.
+Local parts are matched case-insensitively (RFC 5321 §2.4 allows case-sensitive local parts,
+but no sane mail system uses that). The mailbox key is ``local@domain``: the domain in lower
+case, the local part as configured (catch-all: lower-cased, so Bob and bob share a mailbox).
+A quoted local part is unquoted first (``"bob"@x`` is ``bob@x``).
+
+``path_for(key)`` is ``root/<domain>/<local>``, each part escaped reversibly: every octet
+outside ``[A-Za-z0-9._+=-]`` (so ``/``, ``\\``, ``%``, NUL, non-ASCII UTF-8...), and a
+leading dot, becomes ``%XX`` — no ``..``, no hidden names, no separators survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from kittiwake.errors import ConfigError
+
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+=-")
+_MAX_LOCAL = 64  # RFC 5321 §4.5.3.1.1, octets
+_NAME_MAX = 255  # a path component on every filesystem we care about
+
+
+def escape_component(text: str) -> str:
+    """A reversible, safe file name for ``text`` (see the module docstring)."""
+    if not text:
+        raise ValueError("empty mailbox path component")
+    out = []
+    for i, byte in enumerate(text.encode("utf-8", "surrogateescape")):
+        if byte in _SAFE and not (i == 0 and byte == 0x2E):  # no leading dot
+            out.append(chr(byte))
+        else:
+            out.append(f"%{byte:02X}")
+    name = "".join(out)
+    if len(name) > _NAME_MAX:
+        raise ValueError("mailbox path component too long")
+    return name
+
+
+def unescape_component(name: str) -> str:
+    """Inverse of ``escape_component``."""
+    raw = bytearray()
+    i = 0
+    while i < len(name):
+        if name[i] == "%":
+            raw.append(int(name[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.append(ord(name[i]))
+            i += 1
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def normalize_domain(domain: str) -> str:
+    return domain.strip().rstrip(".").lower()
+
+
+def _unquote(local: str) -> str:
+    """RFC 5321 §4.1.2 Quoted-string → its content (quoted-pairs resolved)."""
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        out = []
+        chars = iter(local[1:-1])
+        for c in chars:
+            out.append(next(chars, "") if c == "\\" else c)
+        return "".join(out)
+    return local
+
+
+class LocalMailboxes:
+    def __init__(
+        self, root: Path, domains: Sequence[str], users: Sequence[str], postmaster: str
+    ) -> None:
+        self.root = Path(root)
+        self.domains = tuple(dict.fromkeys(normalize_domain(d) for d in domains if d.strip()))
+        if not self.domains:
+            raise ConfigError("local.domains", "at least one local domain is needed")
+        self.primary = self.domains[0]
+        self._domain_set = frozenset(self.domains)
+        self._users: dict[tuple[str, str], str] = {}  # (local lower, domain) → key
+        self._bare: dict[str, str] = {}  # local lower → key at the primary domain
+        for entry in users:
+            local, at, domain = entry.strip().rpartition("@")
+            if not at:
+                local = entry.strip()
+                self._bare[local.lower()] = f"{local}@{self.primary}"
+                continue
+            domain = normalize_domain(domain)
+            if domain not in self._domain_set or not local:
+                raise ConfigError("local.users", f"{entry!r} is not in a local domain")
+            self._users[(local.lower(), domain)] = f"{local}@{domain}"
+        local, at, domain = postmaster.strip().rpartition("@")
+        if not at:
+            local, domain = postmaster.strip(), self.primary
+        domain = normalize_domain(domain)
+        if not local or domain not in self._domain_set:
+            raise ConfigError("local.postmaster", f"{postmaster!r} is not a local mailbox")
+        self.postmaster = f"{local}@{domain}"
+
+    def is_local_domain(self, domain: str) -> bool:
+        return normalize_domain(domain) in self._domain_set
+
+    def lookup(self, address: str) -> str | None:
+        """The mailbox key for ``address``, or None when no such mailbox exists here."""
+        local, at, domain = address.strip().rpartition("@")
+        if not at:  # <postmaster> with no domain is the only bare name we accept
+            return self.postmaster if address.strip().lower() == "postmaster" else None
+        domain = normalize_domain(domain)
+        if domain not in self._domain_set:
+            return None
+        local = _unquote(local)
+        if not local or len(local.encode("utf-8", "surrogateescape")) > _MAX_LOCAL:
+            return None
+        folded = local.lower()
+        if folded == "postmaster":
+            return self.postmaster
+        if not self._users and not self._bare:
+            return f"{folded}@{domain}"
+        return self._users.get((folded, domain)) or self._bare.get(folded)
+
+    def path_for(self, mailbox: str) -> Path:
+        """The Maildir directory of a mailbox key (from ``lookup``); never outside ``root``."""
+        local, at, domain = mailbox.rpartition("@")
+        if not at or not local:
+            raise ValueError(f"not a mailbox key: {mailbox!r}")
+        return self.root / escape_component(normalize_domain(domain)) / escape_component(local)
