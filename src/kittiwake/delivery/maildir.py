@@ -44,6 +44,7 @@ from kittiwake.delivery.api import (
 from kittiwake.delivery.local import LocalMailboxes
 from kittiwake.envelope import BodyType, Reply
 from kittiwake.errors import KittiwakeError
+from kittiwake.fsutil import fsync_dir
 
 CHUNK = 64 * 1024
 DELIVERED = Reply(250, "2.0.0", "delivered to maildir")
@@ -98,14 +99,6 @@ def copy_binary_body(src: BinaryIO, write: Callable[[bytes], object]) -> int:
         write(chunk)
         total += len(chunk)
     return total
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _failure_reply(exc: OSError) -> Reply:
@@ -209,7 +202,7 @@ class MaildirAgent:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        _fsync_dir(maildir / "new")
+        fsync_dir(maildir / "new")
         return final
 
     def _ensure_maildir(self, maildir: Path) -> None:
@@ -224,7 +217,7 @@ class MaildirAgent:
             for sub in ("tmp", "new", "cur"):
                 (maildir / sub).mkdir(mode=0o700, exist_ok=True)
             # New directory entries must be durable before a file in them is.
-            _fsync_dir(maildir)
+            fsync_dir(maildir)
             for p in created:
-                _fsync_dir(p.parent)
+                fsync_dir(p.parent)
         self._ready.add(maildir)

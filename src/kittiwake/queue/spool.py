@@ -150,15 +150,6 @@ def _create(path: Path, buffering: int) -> BinaryIO:
     return open(path, "xb", buffering=buffering)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make new (or removed) directory entries durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 _libc: ctypes.CDLL | None = None
 
 

@@ -39,9 +39,10 @@ from typing import Any, BinaryIO, Literal, TypeVar
 from kittiwake.delivery.api import Outcome, QueuedMessage, QueuedRecipient, RecipientStatus
 from kittiwake.envelope import Envelope
 from kittiwake.errors import StoreError
+from kittiwake.fsutil import fsync_dir
 from kittiwake.queue.api import SpoolWriter
 from kittiwake.queue.ids import is_queue_id, new_queue_id
-from kittiwake.queue.spool import SpoolFile, fsync_dir, syncfs
+from kittiwake.queue.spool import SpoolFile, syncfs
 from kittiwake.queue.sqldb import QueueDB, read_body
 
 log = logging.getLogger("kittiwake.queue")

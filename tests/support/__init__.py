@@ -1,0 +1,1 @@
+"""Test support: helpers that run real peers (Postfix, ...) privately on loopback."""
