@@ -119,6 +119,7 @@ class Envelope:
     ret: Ret | None = None
     envid: str | None = None
     auth: str | None = None  # RFC 4954 §5 MAIL AUTH= value (decoded), or None
+    internal: str | None = None  # generated here: "bounce", "delay", "success", "double-bounce"
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,47 @@ class Outcome:
     index: int
     status: RecipientStatus  # DELIVERED, DEFERRED or BOUNCED
     reply: Reply
-    next_attempt: float = 0.0  # for DEFERRED
+    next_attempt: float = 0.0  # for DEFERRED; 0 = the scheduler's backoff decides
+    remote_mta: str | None = None  # RFC 3464 §2.3.5 Remote-MTA (a host name or [address])
+    relayed: bool = False  # handed to another MTA (not a final delivery): "relayed" DSN duty
+    peer_dsn: bool = False  # the peer accepted our DSN parameters: NOTIFY is its duty now
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a recipient goes next: Postfix's (transport, nexthop), RFC 5321 §5.
+
+    ``transport`` is one of ``local``, ``smtp``, ``lmtp``, ``discard``, ``error``.
+    ``nexthop``: for smtp, ``domain`` (MX lookup) or ``[host]:port`` (no MX lookup);
+    for lmtp, ``host:port`` or ``unix:/path``; for error, ``5.1.1 text``; else empty.
+    The scheduler groups recipients by ``key`` (per-destination concurrency, reuse).
+    """
+
+    transport: str
+    nexthop: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.transport}:{self.nexthop}"
+
+
+LOCAL_ROUTE = Route("local")
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One address to try for a next hop, in order (RFC 5321 §5.1)."""
+
+    host: str  # the MX host name (for TLS verification, Remote-MTA), or the literal
+    ip: str
+    port: int = 25
+    preference: int = 0  # MX preference; 0 for implicit MX and [host] routes
+
+
+class DestinationFinder(Protocol):
+    async def __call__(self, nexthop: str) -> list[Destination] | Reply:
+        """Destinations to try in order, or the reply that ends the attempt (4xx defer,
+        5xx bounce: null MX 5.1.10, NXDOMAIN 5.1.2, loops back to myself 5.4.6)."""
 
 
 class BodyOpener(Protocol):
@@ -63,5 +103,6 @@ class DeliveryAgent(Protocol):
         message: QueuedMessage,
         recipients: Sequence[QueuedRecipient],
         open_body: BodyOpener,
+        route: Route | None = None,
     ) -> list[Outcome]:
-        """Deliver ``message`` to ``recipients``; exactly one Outcome per recipient."""
+        """Deliver ``message`` to ``recipients`` (all on ``route``); one Outcome each."""

@@ -40,6 +40,7 @@ from kittiwake.delivery.api import (
     QueuedMessage,
     QueuedRecipient,
     RecipientStatus,
+    Route,
 )
 from kittiwake.delivery.local import LocalMailboxes
 from kittiwake.envelope import BodyType, Reply
@@ -125,6 +126,7 @@ class MaildirAgent:
         message: QueuedMessage,
         recipients: Sequence[QueuedRecipient],
         open_body: BodyOpener,
+        route: Route | None = None,
     ) -> list[Outcome]:
         return await asyncio.to_thread(self._deliver_all, message, recipients, open_body)
 

@@ -9,7 +9,9 @@ and the metadata are fsynced; the caller says 250 after that and never before.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus
@@ -57,3 +59,37 @@ class Store(Protocol):
     async def record(self, queue_id: str, outcomes: Sequence[Outcome]) -> None:
         """Record outcomes in place, durably; a message whose recipients are all final is
         removed with its spool file."""
+
+
+class DsnKind(enum.Enum):
+    """Which notice (RFC 3464): a failure (bounce), a delay warning, or a success notice."""
+
+    FAILURE = "failure"
+    DELAY = "delay"
+    SUCCESS = "success"
+
+
+@dataclass(frozen=True, slots=True)
+class DsnRecipient:
+    """One per-recipient block of a delivery status notification (RFC 3464 §2.3)."""
+
+    address: str  # Final-Recipient (rfc822;...)
+    original: str | None  # Original-Recipient from ORCPT (addr-type;address), if given
+    action: str  # "failed" | "delayed" | "delivered" | "relayed" | "expanded"
+    status: str  # enhanced status code, e.g. "5.1.1"
+    diagnostic: str | None = None  # the remote reply, e.g. "550 5.1.1 no such user"
+    remote_mta: str | None = None
+    last_attempt: float | None = None
+    will_retry_until: float | None = None  # delay notices
+
+
+class Notifier(Protocol):
+    """Sends delivery status notifications; injected into the scheduler (queue never
+    imports cleanup). Decides the notice's recipient: the envelope sender, or for mail
+    with a null sender the postmaster (double bounce), or nobody (a double bounce that
+    fails is dropped with a log line)."""
+
+    async def send(
+        self, kind: DsnKind, message: QueuedMessage, recipients: Sequence[DsnRecipient]
+    ) -> str | None:
+        """Queue the notice; its queue id, or None when none was sent."""
