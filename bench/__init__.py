@@ -1,0 +1,1 @@
+"""Benchmark: Kittiwake vs Postfix vs aiosmtpd (see bench/README.md)."""
