@@ -6,7 +6,7 @@
 Each "session" loops: new_message → write a 4 KiB body in 1 KiB chunks → commit. With
 ``--deliver`` every commit is followed by a record() of a DELIVERED outcome (message removed),
 the steady state of a server that delivers as fast as it accepts. ``--pipeline`` runs the
-real path instead: Cleanup (Received header) → store → DeliveryRunner → MaildirAgent, and
+real path instead: Cleanup (Received header) → store → Scheduler → MaildirAgent, and
 prints the accept rate and the rate at which the mail lands in Maildirs. Prints commits/s, the
 number of SQLite transactions and the mean batch size. The store lives in a temporary
 directory on the same filesystem as this checkout (``--dir`` to change), never in tmpfs.
@@ -19,14 +19,16 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from kittiwake.cleanup.writer import Cleanup
-from kittiwake.delivery.api import Outcome, RecipientStatus
+from kittiwake.delivery.api import LOCAL_ROUTE, Outcome, QueuedMessage, RecipientStatus
 from kittiwake.delivery.local import LocalMailboxes
 from kittiwake.delivery.maildir import MaildirAgent
 from kittiwake.envelope import Envelope, Recipient, Reply, SessionInfo
-from kittiwake.queue.runner import DeliveryRunner
+from kittiwake.queue.api import DsnKind, DsnRecipient
+from kittiwake.queue.scheduler import Scheduler, SchedulerSettings
 from kittiwake.queue.sqlite import FsyncMode, SQLiteStore
 
 BODY = b""  # set by main()
@@ -74,6 +76,13 @@ async def run(
         shutil.rmtree(data, ignore_errors=True)
 
 
+class NoNotices:
+    async def send(
+        self, kind: DsnKind, message: QueuedMessage, recipients: Sequence[DsnRecipient]
+    ) -> str | None:
+        return None
+
+
 async def pipeline(root: Path, sessions: int, messages: int, concurrency: int) -> None:
     data = Path(tempfile.mkdtemp(prefix="pipeline-bench-", dir=root))
     try:
@@ -81,7 +90,13 @@ async def pipeline(root: Path, sessions: int, messages: int, concurrency: int) -
         await store.open()
         boxes = LocalMailboxes(data / "mail", ["example.com"], [], "postmaster")
         agent = MaildirAgent(boxes, "bench.example")
-        runner = DeliveryRunner(store, lambda r, m: agent, concurrency=concurrency)
+        runner = Scheduler(
+            store,
+            {"local": agent},
+            lambda address: LOCAL_ROUTE,
+            NoNotices(),
+            SchedulerSettings(destination_concurrency=concurrency),
+        )
         runner.start()
         cleanup = Cleanup(store, "bench.example")
         info = SessionInfo("127.0.0.1", 40000, "127.0.0.1", 25, "client.example", esmtp=True)

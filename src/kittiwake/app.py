@@ -1,28 +1,41 @@
 """The composition root: builds every part from the configuration and runs them.
 
-Owns start-up order (store → recovery → listeners), signal handling and the graceful
-shutdown order (listeners → sessions → delivery → store). Only ``app`` and ``admin`` may
-import everything.
+Owns start-up order (store → scheduler + recovery → control socket → listeners), signal
+handling and the graceful shutdown order (listeners → sessions → control → scheduler →
+agents → store). Only ``app`` and ``admin`` may import everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kittiwake import __version__
+from kittiwake.admin.control import ControlServer, socket_path
+from kittiwake.cleanup.notices import NoticeSender
 from kittiwake.cleanup.writer import Cleanup
 from kittiwake.config import Config, ListenerConfig
+from kittiwake.delivery.api import DeliveryAgent
+from kittiwake.delivery.lmtp import LmtpAgent
 from kittiwake.delivery.local import LocalMailboxes
 from kittiwake.delivery.maildir import MaildirAgent
+from kittiwake.delivery.mx import MxFinder
+from kittiwake.delivery.smtp import SmtpAgent
+from kittiwake.delivery.tlspolicy import TlsPolicy, TlsPolicyTable
+from kittiwake.net.dns import Resolver
 from kittiwake.net.tls import ensure_self_signed, server_context
 from kittiwake.policy import PolicyChain
-from kittiwake.policy.recipients import LocalRecipients
-from kittiwake.queue.runner import DeliveryRunner
+from kittiwake.policy.etrn import handle_etrn
+from kittiwake.policy.recipients import Recipients
+from kittiwake.queue.routing import Router
+from kittiwake.queue.scheduler import Scheduler, SchedulerSettings
 from kittiwake.queue.sqlite import SQLiteStore
 from kittiwake.smtpd.auth import MECHANISMS, NoUsers
 from kittiwake.smtpd.server import ConnectionLimits, SmtpServer
@@ -48,32 +61,113 @@ def _run_loop(choice: str, main: Coroutine[Any, Any, int]) -> int:
                 print(
                     "kittiwake: event_loop = 'uvloop' but uvloop is not installed", file=sys.stderr
                 )
+                main.close()
                 return 2
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
 
 
-async def _main(config: Config) -> int:
-    data_dir = config.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+def _tls_context(config: Config) -> ssl.SSLContext:
     if config.tls.cert_file is not None and config.tls.key_file is not None:
-        cert, key = config.tls.cert_file, config.tls.key_file
-    else:
-        cert, key = ensure_self_signed(data_dir / "tls", config.hostname)
-    tls = server_context(cert, key)
+        return server_context(config.tls.cert_file, config.tls.key_file)
+    return server_context(*ensure_self_signed(config.data_dir / "tls", config.hostname))
 
-    store = SQLiteStore(data_dir)
+
+def _smtp_agent(config: Config) -> SmtpAgent:
+    relay = config.relay
+    resolver = Resolver(
+        config.dns.nameservers,
+        config.dns.port,
+        config.dns.timeout,
+        use_system=not config.dns.nameservers,
+    )
+    finder = MxFinder(
+        resolver,
+        own_names={config.hostname.lower()},
+        own_endpoints=[(lc.host, lc.port) for lc in config.listeners],
+        default_port=relay.smtp_port,
+    )
+    tls = TlsPolicyTable(
+        TlsPolicy(relay.tls_policy),
+        {domain: TlsPolicy(level) for domain, level in relay.tls_policies.items()},
+        relay.tls_ca_file,
+    )
+    credentials = relay.smarthost_credentials
+    smarthost = relay.smarthost
+    return SmtpAgent(
+        config.hostname,
+        finder,
+        tls,
+        credentials=lambda route: credentials if smarthost and route.nexthop == smarthost else None,
+    )
+
+
+async def _main(config: Config) -> int:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    tls = _tls_context(config)
+
+    store = SQLiteStore(config.data_dir)
     await store.open()
     mailboxes = LocalMailboxes(
-        data_dir / "mail", config.local.domains, config.local.users, config.local.postmaster
+        config.data_dir / "mail", config.local.domains, config.local.users, config.local.postmaster
     )
-    maildir = MaildirAgent(mailboxes, config.hostname)
-    runner = DeliveryRunner(store, lambda recipient, message: maildir)
-    runner.start()
-    await runner.recover()
+    smtp = _smtp_agent(config)
+    lmtp = LmtpAgent(config.hostname)
+    agents: dict[str, DeliveryAgent] = {
+        "local": MaildirAgent(mailboxes, config.hostname),
+        "smtp": smtp,
+        "lmtp": lmtp,
+    }
+    router = Router(
+        config.transport, config.local.domains, smarthost=config.relay.smarthost or None
+    )
+    cleanup = Cleanup(store, config.hostname)
+    scheduler: Scheduler | None = None
 
-    intake = Cleanup(store, config.hostname)
-    policy = PolicyChain([LocalRecipients(mailboxes)])
+    def on_queued(message: Any) -> None:
+        assert scheduler is not None
+        scheduler.submit(message)
+
+    notifier = NoticeSender(cleanup, store, config.hostname, config.local.postmaster, on_queued)
+    scheduler = Scheduler(
+        store,
+        agents,
+        router.route,
+        notifier,
+        SchedulerSettings(**dataclasses.asdict(config.queue)),
+    )
+    scheduler.start()
+    await scheduler.recover()
+    control = ControlServer(socket_path(config.data_dir), scheduler)
+    await control.start()
+
+    relay_policy = PolicyChain(
+        [Recipients(mailboxes, relay_domains=config.transport, mynetworks=config.relay.mynetworks)]
+    )
+    local_only = PolicyChain([Recipients(mailboxes)])
+    etrn = functools.partial(handle_etrn, allowed=config.etrn.allowed, flush=scheduler.flush)
+
+    def settings_for(listener: ListenerConfig) -> ListenerSettings:
+        # MX takes mail from the world: STARTTLS, no AUTH. Submission and implicit TLS
+        # offer AUTH (inside TLS only, RFC 4954 §4 / RFC 8314). LMTP: a trusted local hop.
+        lmtp_role = listener.role == "lmtp"
+        auth = () if listener.role in ("mx", "lmtp") else MECHANISMS
+        return ListenerSettings(
+            role=listener.role,
+            proto=config.listener_proto(
+                listener, tls_available=not lmtp_role, auth_mechanisms=auth
+            ),
+            policy=local_only if lmtp_role else relay_policy,
+            intake=cleanup,
+            authenticator=NoUsers(),
+            tls_context=None if lmtp_role else tls,
+            command_timeout=config.timeouts.command,
+            data_timeout=config.timeouts.data,
+            on_queued=scheduler.submit,
+            implicit_tls=listener.implicit_tls,
+            etrn=etrn,
+        )
+
     server = SmtpServer(
         ConnectionLimits(
             max_connections=config.limits.max_connections,
@@ -81,32 +175,20 @@ async def _main(config: Config) -> int:
         )
     )
 
-    def settings_for(listener: ListenerConfig) -> ListenerSettings:
-        # MX takes mail from the world: STARTTLS, no AUTH. Submission and implicit TLS
-        # offer AUTH (inside TLS only, RFC 4954 §4 / RFC 8314).
-        auth = () if listener.role == "mx" else MECHANISMS
-        return ListenerSettings(
-            role=listener.role,
-            proto=config.proto_config(
-                starttls_available=not listener.implicit_tls, auth_mechanisms=auth
-            ),
-            policy=policy,
-            intake=intake,
-            authenticator=NoUsers(),
-            tls_context=tls,
-            command_timeout=config.timeouts.command,
-            data_timeout=config.timeouts.data,
-            on_queued=runner.submit,
-            implicit_tls=listener.implicit_tls,
-        )
+    async def close_all() -> None:
+        await control.stop()
+        assert scheduler is not None
+        await scheduler.stop(config.timeouts.shutdown_grace)
+        await smtp.close()
+        await store.close()
 
     try:
         for listener in config.listeners:
             await server.listen(listener.host, listener.port, settings_for(listener))
     except OSError as exc:
         print(f"kittiwake: cannot listen: {exc}", file=sys.stderr)
-        await runner.stop(5)
-        await store.close()
+        await server.shutdown(1)
+        await close_all()
         return 1
 
     stop = asyncio.Event()
@@ -116,15 +198,15 @@ async def _main(config: Config) -> int:
 
     roles = ", ".join(f"{lc.role} {lc}" for lc in config.listeners)
     domains = ", ".join(config.local.domains)
+    maildirs = (config.data_dir / "mail").resolve()
     print(
         f"Kittiwake {__version__} ready on {roles}\n"
-        f"Mail for {domains} lands in {(data_dir / 'mail').resolve()}/<domain>/<local-part>/new/",
+        f"Mail for {domains} lands in {maildirs}/<domain>/<local-part>/new/",
         flush=True,
     )
     await stop.wait()
     log.info("shutting down: %d sessions open", server.session_count)
     await server.shutdown(config.timeouts.shutdown_grace)
-    await runner.stop(config.timeouts.shutdown_grace)
-    await store.close()
+    await close_all()
     log.info("stopped")
     return 0

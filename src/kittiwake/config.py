@@ -8,7 +8,8 @@ silently ignored). Paths in a file resolve against the file's directory; every p
 
 No DNS here: the default hostname is ``socket.gethostname()`` (a syscall) and listener
 hosts must be IP literals or ``localhost``. Moderately security sensitive: it decides
-which addresses we listen on and which local parts are mailboxes.
+which addresses we listen on and which local parts are mailboxes. The MTA sections
+(``[relay]``, ``[transport]``, ``[dns]``, ``[queue]``, ``[etrn]``) live in ``config_mta``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import importlib.util
 import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal, cast
 
 from kittiwake.config_check import (
@@ -28,14 +31,26 @@ from kittiwake.config_check import (
     listen_address,
     show,
 )
+from kittiwake.config_mta import SECTION_KEYS as MTA_SECTION_KEYS
+from kittiwake.config_mta import (
+    DnsConfig,
+    EtrnConfig,
+    QueueConfig,
+    RelayConfig,
+    build_dns,
+    build_etrn,
+    build_queue,
+    build_relay,
+    build_transport,
+)
 from kittiwake.errors import ConfigError
 from kittiwake.proto.events import BareLinefeedPolicy, ProtoConfig
 
-Role = Literal["mx", "submission", "smtps"]
+Role = Literal["mx", "submission", "smtps", "lmtp"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 EventLoop = Literal["auto", "uvloop", "asyncio"]
 
-ROLES: tuple[Role, ...] = ("mx", "submission", "smtps")
+ROLES: tuple[Role, ...] = ("mx", "submission", "smtps", "lmtp")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 EVENT_LOOPS: tuple[EventLoop, ...] = ("auto", "uvloop", "asyncio")
 MIN_RECIPIENTS = 100  # RFC 5321 §4.5.3.1.8: a server MUST accept at least 100 recipients
@@ -43,7 +58,8 @@ MIN_RECIPIENTS = 100  # RFC 5321 §4.5.3.1.8: a server MUST accept at least 100 
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
-    """One listening socket. ``smtps`` speaks implicit TLS (RFC 8314 §3.3)."""
+    """One listening socket. ``smtps`` speaks implicit TLS (RFC 8314 §3.3); ``lmtp`` is
+    Kittiwake as an LMTP server (RFC 2033, the MDA role: no STARTTLS, no AUTH)."""
 
     role: Role
     host: str  # an IP literal, IPv6 without brackets
@@ -53,6 +69,10 @@ class ListenerConfig:
     def implicit_tls(self) -> bool:
         return self.role == "smtps"
 
+    @property
+    def lmtp(self) -> bool:
+        return self.role == "lmtp"
+
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
@@ -61,7 +81,7 @@ DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
     ListenerConfig("mx", "127.0.0.1", 2525),
     ListenerConfig("submission", "127.0.0.1", 5870),
     ListenerConfig("smtps", "127.0.0.1", 4650),
-)
+)  # listen.lmtp is off unless configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +171,11 @@ class Config:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    transport: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    etrn: EtrnConfig = field(default_factory=EtrnConfig)
 
     def listener(self, role: Role) -> ListenerConfig | None:
         return next((lc for lc in self.listeners if lc.role == role), None)
@@ -161,6 +186,7 @@ class Config:
         starttls_available: bool,
         auth_mechanisms: tuple[str, ...] = (),
         lmtp: bool = False,
+        etrn: bool = False,
     ) -> ProtoConfig:
         """The sans-I/O core's settings for one listener (the runtime decides TLS/AUTH)."""
         return ProtoConfig(
@@ -175,14 +201,37 @@ class Config:
             vrfy_enabled=self.smtp.vrfy,
             expn_enabled=self.smtp.expn,
             lmtp=lmtp,
+            etrn_enabled=etrn,
             greeting_text=self.smtp.banner,
+        )
+
+    def listener_proto(
+        self,
+        listener: ListenerConfig,
+        *,
+        tls_available: bool,
+        auth_mechanisms: tuple[str, ...] = (),
+    ) -> ProtoConfig:
+        """The core's settings for ``listener``: LMTP (RFC 2033) without STARTTLS or AUTH;
+        STARTTLS offered unless the listener is implicit TLS; ETRN (RFC 1985) on ``mx`` only,
+        and only when ``etrn.allowed`` names someone."""
+        if listener.lmtp:
+            return self.proto_config(starttls_available=False, lmtp=True)
+        return self.proto_config(
+            starttls_available=tls_available and not listener.implicit_tls,
+            auth_mechanisms=auth_mechanisms,
+            etrn=listener.role == "mx" and self.etrn.enabled,
         )
 
 
 # ------------------------------------------------------------------------------ the loader
 
 _TOP_KEYS = ("hostname", "data_dir", "log_level", "event_loop")
-_SECTIONS = ("listen", "tls", "limits", "timeouts", "smtp", "local")
+_SECTIONS = (
+    *("listen", "tls", "limits", "timeouts", "smtp", "local"),
+    *("relay", "dns", "queue", "etrn"),  # config_mta
+)
+_FREE_TABLES = ("transport",)  # keyed by domain names, checked by their own builder
 
 
 def load_config(path: Path | None) -> Config:
@@ -203,7 +252,7 @@ def load_config(path: Path | None) -> Config:
 
 def build_config(raw: dict[str, object], base_dir: Path) -> Config:
     """Validate an already parsed TOML document; relative paths resolve against base_dir."""
-    top = Table(raw, "", _TOP_KEYS + _SECTIONS)
+    top = Table(raw, "", _TOP_KEYS + _SECTIONS + _FREE_TABLES)
     sections = {name: Table(top.get(name, {}), name, _SECTION_KEYS[name]) for name in _SECTIONS}
     given = top.get("hostname")
     hostname = default_hostname() if given is None else domain_name("hostname", given)
@@ -219,6 +268,11 @@ def build_config(raw: dict[str, object], base_dir: Path) -> Config:
         timeouts=_timeouts(sections["timeouts"]),
         smtp=_smtp(sections["smtp"]),
         local=local,
+        relay=build_relay(sections["relay"], base_dir),
+        transport=build_transport(top.get("transport", {}), local.domains),
+        dns=build_dns(sections["dns"]),
+        queue=build_queue(sections["queue"]),
+        etrn=build_etrn(sections["etrn"]),
     )
 
 
@@ -229,7 +283,9 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "timeouts": tuple(f.name for f in fields(TimeoutsConfig)),
     "smtp": tuple(f.name for f in fields(SmtpConfig)),
     "local": tuple(f.name for f in fields(LocalConfig)),
+    **MTA_SECTION_KEYS,
 }
+_DEFAULT_ADDRESS: dict[Role, str] = {lc.role: str(lc) for lc in DEFAULT_LISTENERS}
 
 
 def _event_loop(top: Table) -> EventLoop:
@@ -241,17 +297,15 @@ def _event_loop(top: Table) -> EventLoop:
 
 def _listeners(table: Table) -> tuple[ListenerConfig, ...]:
     found: list[ListenerConfig] = []
-    for default in DEFAULT_LISTENERS:
-        value = table.string(default.role, str(default))
+    for role in ROLES:
+        value = table.string(role, _DEFAULT_ADDRESS.get(role, ""))
         if value == "":
             continue  # the role is disabled
-        host, port = listen_address(table.key(default.role), value)
+        host, port = listen_address(table.key(role), value)
         for other in found:
             if (other.host, other.port) == (host, port):
-                raise ConfigError(
-                    table.key(default.role), f"same address as listen.{other.role} ({value})"
-                )
-        found.append(ListenerConfig(default.role, host, port))
+                raise ConfigError(table.key(role), f"same address as listen.{other.role} ({value})")
+        found.append(ListenerConfig(role, host, port))
     if not found:
         raise ConfigError("listen", "every role is disabled; enable at least one")
     return tuple(found)

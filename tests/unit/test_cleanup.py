@@ -13,6 +13,7 @@ import pytest
 from kittiwake.cleanup.writer import (
     Cleanup,
     address_literal,
+    local_received_header,
     protocol_keyword,
     received_header,
 )
@@ -152,5 +153,35 @@ async def test_cleanup_sink_spools_header_then_body(tmp_path: Path) -> None:
         dropped.abort()
         assert not (store.spool_dir / dropped.queue_id).exists()
         assert await store.get(dropped.queue_id) is None
+    finally:
+        await store.close()
+
+
+async def test_begin_local_writes_a_by_only_trace_field(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        env = Envelope("", (Recipient("alice@example.org"),), internal="bounce")
+        cleanup = Cleanup(store, "mx.example.net", clock=lambda: NOW)
+        sink = cleanup.begin_local(env)
+        sink.write(b"From: MAILER-DAEMON@mx.example.net\r\n\r\nnotice\r\n")
+        msg = await sink.commit()
+        assert msg.envelope == env
+        with store.open_body(msg.queue_id) as f:
+            body = f.read()
+        assert (
+            body
+            == (
+                f"Received: by mx.example.net (Kittiwake) id {msg.queue_id};\r\n"
+                "\tFri, 29 Nov 2024 14:20:05 +0100\r\n"
+                "From: MAILER-DAEMON@mx.example.net\r\n\r\nnotice\r\n"
+            ).encode()
+        )
+        parsed = email.message_from_bytes(body, policy=email.policy.SMTP)
+        date = str(parsed["Received"]).rsplit(";", 1)[1].strip()
+        assert email.utils.parsedate_to_datetime(date) == NOW
+        hostile = local_received_header("Q/../x", "h\r\nX: y", NOW)
+        assert hostile.startswith(b"Received: by hXy (Kittiwake) id Q..x;\r\n\t")
+        assert hostile.count(b"\r\n") == 2
     finally:
         await store.close()

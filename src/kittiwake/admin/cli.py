@@ -1,8 +1,9 @@
-"""The ``kittiwake`` command line: ``serve``, ``check-config``, ``version``.
+"""The ``kittiwake`` command line: ``serve``, ``check-config``, ``version``, ``queue``, ``mailq``.
 
 Owns argument parsing, the exit codes (0 fine, 1 bad config in ``check-config``, 2 bad
-config or usage in ``serve``) and the human-readable config summary. Not security
-sensitive: it only loads the configuration and hands it to ``kittiwake.app.run``.
+config or usage in ``serve``; ``queue``'s are in ``admin.queue_cli``) and the
+human-readable config summary. Not security sensitive: it only loads the configuration
+and hands it to ``kittiwake.app.run`` (or to the queue commands).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import click
 
 from kittiwake import __version__
+from kittiwake.admin.queue_cli import mailq, queue
 from kittiwake.config import ROLES, Config, load_config
 from kittiwake.errors import ConfigError
 from kittiwake.log import setup_logging
@@ -35,9 +37,10 @@ def summary(config: Config) -> list[str]:
         ("hostname", config.hostname),
         ("data_dir", str(config.data_dir)),
     ]
+    kinds = {"smtps": "implicit TLS", "lmtp": "LMTP, no TLS"}
     for role in ROLES:
         lc = config.listener(role)
-        kind = "implicit TLS" if role == "smtps" else "STARTTLS"
+        kind = kinds.get(role, "STARTTLS")
         rows.append((role, f"{lc} ({kind})" if lc else "disabled"))
     if config.tls.cert_file is None:
         rows.append(("tls", f"self-signed, kept in {config.data_dir / 'tls'}"))
@@ -47,8 +50,50 @@ def summary(config: Config) -> list[str]:
     rows.append(("domains", ", ".join(local.domains)))
     rows.append(("mailboxes", ", ".join(local.users) or "any local part (catch-all)"))
     rows.append(("postmaster", local.postmaster))
+    rows += _mta_rows(config)
     width = max(len(name) for name, _ in rows)
     return [f"{name.ljust(width)}  {value}" for name, value in rows]
+
+
+def _mta_rows(config: Config) -> list[tuple[str, str]]:
+    """Relay, routing, DNS, queue and ETRN settings (the password is never shown)."""
+    relay = config.relay
+    nets = relay.mynetworks
+    rows = [
+        ("mynetworks", f"{nets} (relay without AUTH)" if nets else "none (no relay without AUTH)")
+    ]
+    hop = relay.smarthost or "none (deliver by DNS MX)"
+    if relay.smarthost_credentials:
+        hop += f", AUTH as {relay.smarthost_username}"
+    rows.append(("smarthost", hop))
+    tls = relay.tls_policy + "".join(f", {d}: {p}" for d, p in relay.tls_policies.items())
+    if relay.tls_ca_file:
+        tls += f" (CA {relay.tls_ca_file})"
+    rows.append(("relay tls", tls))
+    for domain, transport in config.transport.items():
+        rows.append(("transport", f"{domain} -> {transport}"))
+    dns = config.dns
+    servers = ", ".join(dns.nameservers) or "system resolv.conf"
+    rows.append(("dns", f"{servers} (port {dns.port}, timeout {dns.timeout:g} s)"))
+    q = config.queue
+    rows.append(
+        (
+            "queue",
+            f"retry {_span(q.retry_first)}..{_span(q.retry_max)}, lifetime "
+            f"{_span(q.max_lifetime)}, delay warning {_span(q.delay_warning)}, "
+            f"{q.destination_concurrency} per destination, {q.active_limit} active",
+        )
+    )
+    rows.append(("etrn", f"allowed from {config.etrn.allowed}" if config.etrn.enabled else "off"))
+    return rows
+
+
+def _span(seconds: float) -> str:
+    """``300`` → ``5m``, ``432000`` → ``5d``, ``90`` → ``90s`` (exact units only)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,3 +153,7 @@ def version() -> None:
     click.echo(
         f"kittiwake {__version__} (Python {platform.python_version()}, {ssl.OPENSSL_VERSION})"
     )
+
+
+main.add_command(queue)
+main.add_command(mailq)

@@ -1,13 +1,22 @@
-"""The only way into the queue for SMTP-received mail: trace header, body, commit.
+"""The only way into the queue: trace header, body, hop count, commit.
 
 Owns ``received_header`` (the RFC 5321 §4.4 time-stamp line), ``protocol_keyword``
-(RFC 3848 / RFC 6531 §3.7.3 "with" values) and ``Cleanup`` / ``CleanupSink``, which the
-SMTP session driver uses like this (it matches ``smtpd.intake.Intake``)::
+(RFC 3848 / RFC 6531 §3.7.3 "with" values), ``HopCounter`` (the RFC 5321 §6.3 loop check)
+and ``Cleanup`` / ``CleanupSink``, which the SMTP session driver uses like this (it matches
+``smtpd.intake.Intake``)::
 
     sink = cleanup.begin(session_info, envelope)  # at DATA/BDAT: Received written first
     sink.write(chunk)                             # body octets as received (CRLF, unstuffed)
     message = await sink.commit(envelope)         # durable: now "250 ... queued as <id>"
     sink.abort()                                  # on failure; idempotent, no-op after commit
+
+``commit`` raises ``MessageRefused`` (carrying ``554 5.4.6 Too many hops``) when the
+message's own header section holds more than ``max_hops`` Received fields: the session
+answers that reply at end of data, so the loop is the *sending* MTA's to report (no bounce
+from us, no backscatter). Mail generated here (``Cleanup.begin_local``: notices, local
+injection) has no SMTP client to refuse: its sink never raises, it exposes
+``hops_exceeded`` and the injector bounces the message with 5.4.6 instead
+(``cleanup.notices.NoticeSender.bounce_now``).
 
 Security sensitive: everything in the trace header except our own hostname and queue id
 comes from the client (HELO, TLS names, recipient), so each piece is checked or sanitised
@@ -25,8 +34,8 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from kittiwake.envelope import Envelope, Recipient, SessionInfo
-from kittiwake.errors import StoreError
+from kittiwake.envelope import Envelope, Recipient, Reply, SessionInfo
+from kittiwake.errors import KittiwakeError, StoreError
 from kittiwake.queue.api import QueuedMessage, SpoolWriter, Store
 
 # RFC 5321 §4.1.2: Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str]
@@ -36,6 +45,68 @@ _DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _LITERAL_RE = re.compile(r"\[[A-Za-z0-9:.]{1,60}\]")
 _TOKEN_RE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_LINE = 998  # RFC 5322 §2.1.1, CRLF excluded
+MAX_HOPS = 50  # the issue and Postfix (hopcount_limit); RFC 5321 §6.3 says "normally at least 100"
+TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops")  # RFC 3463 §3.5: routing loop detected
+
+
+class MessageRefused(KittiwakeError):
+    """The content of a message is refused at commit time; ``reply`` is what to answer."""
+
+    def __init__(self, queue_id: str, reply: Reply) -> None:
+        super().__init__(f"{queue_id}: {reply}")
+        self.queue_id = queue_id
+        self.reply = reply
+
+
+class HopCounter:
+    """Counts ``Received:`` fields in a message's header section as it streams by.
+
+    RFC 5321 §6.3: a loop is detected by counting Received fields. Only the header section
+    counts (a Received line in the body, e.g. a forwarded message, does not); scanning stops
+    at the blank line, so the cost is bounded by the header size, and each chunk is scanned
+    with regular expressions, not line by line in Python. A line split across chunks is
+    handled: the start of an unfinished line is carried over (at most ``_KEEP`` octets,
+    enough to classify it). The name may be followed by blanks before the colon
+    (RFC 5322 §4.5.3 obsolete syntax); case does not matter (RFC 5322 §1.2.2).
+    """
+
+    __slots__ = ("_partial", "count", "done")
+    _KEEP = 32
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.done = False  # the header section has ended
+        # The start of the current, unfinished line; None: the line is classified already
+        # (only its end is awaited).
+        self._partial: bytes | None = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        if self._partial is None:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            data, self._partial = data[nl + 1 :], b""
+        buf = self._partial + data
+        end = _HEADERS_END_RE.search(buf)
+        if end is not None:  # only the complete lines before the blank line count
+            self.count += len(_RECEIVED_RE.findall(buf, 0, end.start() + 1))
+            self.done = True
+            return
+        last = buf.rfind(b"\n") + 1
+        self.count += len(_RECEIVED_RE.findall(buf, 0, last))
+        tail = buf[last:]
+        if len(tail) < self._KEEP:
+            self._partial = tail
+        else:  # long enough to decide now; then wait for its end
+            self.count += _RECEIVED_RE.match(tail) is not None
+            self._partial = None
+
+
+# A Received field name at a line start; the blank line that ends the header section.
+_RECEIVED_RE = re.compile(rb"(?:^|(?<=\n))received[ \t]*:", re.IGNORECASE)
+_HEADERS_END_RE = re.compile(rb"(?:^|\n)\r?\n")
 
 
 def protocol_keyword(session: SessionInfo, *, smtputf8: bool = False) -> str:
@@ -128,13 +199,38 @@ def received_header(
 
 
 class CleanupSink:
-    """One message on its way into the queue (see the module docstring for the protocol)."""
+    """One message on its way into the queue (see the module docstring for the protocol).
 
-    def __init__(self, store: Store, writer: SpoolWriter, envelope: Envelope) -> None:
+    ``max_hops`` (None: no check) counts the Received fields of what is written; with
+    ``refuse_loops`` a message over the limit makes ``commit`` raise ``MessageRefused``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        writer: SpoolWriter,
+        envelope: Envelope,
+        *,
+        max_hops: int | None = None,
+        refuse_loops: bool = True,
+    ) -> None:
         self._store = store
         self._writer = writer
         self._envelope = envelope
         self._committed = False
+        self._max_hops = max_hops
+        self._refuse = refuse_loops
+        self._hops = HopCounter() if max_hops is not None else None
+
+    @property
+    def hops(self) -> int:
+        """Received fields counted so far in the header section written (ours excluded)."""
+        return self._hops.count if self._hops is not None else 0
+
+    @property
+    def hops_exceeded(self) -> bool:
+        """More than ``max_hops`` Received fields: a mail loop (RFC 5321 §6.3)."""
+        return self._max_hops is not None and self.hops > self._max_hops
 
     @property
     def queue_id(self) -> str:
@@ -146,13 +242,19 @@ class CleanupSink:
         return self._writer.size
 
     def write(self, data: bytes) -> None:
+        if self._hops is not None and not self._hops.done:
+            self._hops.feed(data)
         self._writer.write(data)
 
     async def commit(self, envelope: Envelope | None = None) -> QueuedMessage:
         """Make the message durable; returns only after the store's fsyncs. ``envelope``
-        defaults to the one given to ``begin``."""
+        defaults to the one given to ``begin``. Raises ``MessageRefused`` (the spool is
+        dropped) for a mail loop when this sink refuses loops."""
         if self._committed:
             raise StoreError(f"{self.queue_id}: committed twice")
+        if self._refuse and self.hops_exceeded:
+            self._writer.abort()
+            raise MessageRefused(self.queue_id, TOO_MANY_HOPS)
         message = await self._store.commit(self._writer, envelope or self._envelope)
         self._committed = True
         return message
@@ -167,14 +269,21 @@ class Cleanup:
     """Opens a spool writer per message and puts our ``Received:`` field first.
 
     ``clock`` returns the time stamp for the trace header (default: local now).
+    ``max_hops`` is the Received count above which a message is a loop (None: no check).
     """
 
     def __init__(
-        self, store: Store, hostname: str, *, clock: Callable[[], datetime] | None = None
+        self,
+        store: Store,
+        hostname: str,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        max_hops: int | None = MAX_HOPS,
     ) -> None:
         self.store = store
         self.hostname = hostname
         self._clock = clock
+        self.max_hops = max_hops
 
     def begin(self, session: SessionInfo, envelope: Envelope) -> CleanupSink:
         """At the start of the body: ``envelope`` must hold every accepted recipient."""
@@ -186,11 +295,39 @@ class Cleanup:
                     envelope.recipients,
                     writer.queue_id,
                     self.hostname,
-                    self._clock() if self._clock else None,
+                    self._now(),
                     smtputf8=envelope.smtputf8,
                 )
             )
         except BaseException:
             writer.abort()
             raise
-        return CleanupSink(self.store, writer, envelope)
+        return CleanupSink(self.store, writer, envelope, max_hops=self.max_hops)
+
+    def begin_local(self, envelope: Envelope) -> CleanupSink:
+        """For mail generated here, with no SMTP session (notices, local injection): the
+        trace field is ``Received: by <hostname> (Kittiwake) id <qid>; <date>`` (RFC 5321
+        §4.4 allows the from clause to be absent). Loops are counted, never refused: see
+        ``CleanupSink.hops_exceeded``."""
+        writer = self.store.new_message()
+        try:
+            writer.write(local_received_header(writer.queue_id, self.hostname, self._now()))
+        except BaseException:
+            writer.abort()
+            raise
+        return CleanupSink(self.store, writer, envelope, max_hops=self.max_hops, refuse_loops=False)
+
+    def _now(self) -> datetime | None:
+        return self._clock() if self._clock else None
+
+
+def local_received_header(queue_id: str, hostname: str, now: datetime | None = None) -> bytes:
+    """``Received: by <hostname> (Kittiwake) id <qid>; <date>``, folded, CRLF-ended."""
+    host = _TOKEN_RE.sub("", hostname)[:255] or "localhost"
+    when = now if now is not None else datetime.now()
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return (
+        f"Received: by {host} (Kittiwake) id {_TOKEN_RE.sub('', queue_id)};\r\n"
+        f"\t{email.utils.format_datetime(when)}\r\n"
+    ).encode()

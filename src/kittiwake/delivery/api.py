@@ -30,6 +30,15 @@ class QueuedRecipient:
     attempts: int = 0
     next_attempt: float = 0.0  # unix time
     last_reply: str | None = None
+    # Issue 3 (additive; the store keeps them, the scheduler and `kittiwake queue` read them):
+    route: str | None = None  # Route.key of the last attempt (mailq grouping)
+    remote_mta: str | None = None  # of the last attempt (DSN Remote-MTA)
+    last_attempt: float = 0.0  # unix time of the last attempt; 0 = none yet
+    dsn_status: str | None = None  # enhanced status of the last outcome ("4.4.1")
+    diagnostic: str | None = None  # the reply behind it (DSN Diagnostic-Code)
+    first_deferred: float = 0.0  # unix time of the first deferral; 0 = never deferred
+    delay_notified: bool = False  # the delay warning (RFC 3464 "delayed") went out
+    notice: str | None = None  # a final DSN owed and not yet sent: "failed"/"delivered"/"relayed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,8 @@ class QueuedMessage:
     received_at: float  # unix time of commit
     size: int  # octets of the spool file (trace headers included)
     recipients: tuple[QueuedRecipient, ...]
+    held: bool = False  # kept but not scheduled (admin hold, or a corrupt entry)
+    hold_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,10 @@ class Outcome:
     remote_mta: str | None = None  # RFC 3464 §2.3.5 Remote-MTA (a host name or [address])
     relayed: bool = False  # handed to another MTA (not a final delivery): "relayed" DSN duty
     peer_dsn: bool = False  # the peer accepted our DSN parameters: NOTIFY is its duty now
+    # The whole destination failed (no MX answered, every connection refused or dropped:
+    # Postfix's site/session failure scope): the scheduler stops trying other mail for the
+    # same route for a while (dead-destination cache) instead of retrying it at once.
+    site_failure: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from kittiwake.proto.events import (
     BodyData,
     BodyEnd,
     DataStart,
+    Etrn,
     Helo,
     Noop,
     Quit,
@@ -182,7 +183,7 @@ class CommandInterpreter(Core):
             return
         sp = line.find(b" ")
         verb = (line if sp < 0 else line[:sp]).upper()
-        entry = _HANDLERS.get(verb)
+        entry = _HANDLERS.get(verb) or self._optional(verb)
         if entry is None:
             if sp > 0 and verb in _HTTP_VERBS:
                 self._close(replies.HTTP_REFUSED)
@@ -202,6 +203,10 @@ class CommandInterpreter(Core):
                 self._error(reply)
                 return
         handler(self, arg)
+
+    def _optional(self, verb: bytes) -> tuple[str, _Handler] | None:
+        """Commands that exist only when configured (off the common path on purpose)."""
+        return _ETRN if verb == b"ETRN" and self._config.etrn_enabled else None
 
     def _cmd_helo(self, arg: bytes) -> None:
         self._greet("HELO", arg)
@@ -335,6 +340,17 @@ class CommandInterpreter(Core):
             self._move(Trigger.STARTTLS)
             self._events.append(_STARTTLS)
 
+    def _cmd_etrn(self, arg: bytes) -> None:
+        """ETRN [@|#]node (RFC 1985 §5); ``state`` already refused it in a transaction."""
+        if not arg:
+            self._error(replies.ETRN_SYNTAX)
+            return
+        node = arg.decode("latin-1")
+        if not grammar.etrn_ok(node):
+            self._error(replies.ETRN_BAD_NODE)
+            return
+        self._decide(Etrn(node))
+
     def _cmd_auth(self, arg: bytes) -> None:
         cfg = self._config
         if not cfg.auth_mechanisms:
@@ -382,3 +398,4 @@ _HANDLERS: dict[bytes, tuple[str, _Handler]] = {
     b"STARTTLS": ("STARTTLS", CommandInterpreter._cmd_starttls),
     b"AUTH": ("AUTH", CommandInterpreter._cmd_auth),
 }
+_ETRN: tuple[str, _Handler] = ("ETRN", CommandInterpreter._cmd_etrn)  # when etrn_enabled

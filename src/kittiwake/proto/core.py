@@ -101,6 +101,8 @@ class Core:
             ext.append("STARTTLS")  # RFC 3207 §4.2: never after the handshake
         if cfg.auth_mechanisms and (self._tls or not cfg.auth_requires_tls):
             ext.append("AUTH " + " ".join(m.upper() for m in cfg.auth_mechanisms))
+        if cfg.etrn_enabled:
+            ext.append("ETRN")  # RFC 1985 §2
         return tuple(ext)
 
     # ------------------------------------------------------------------------ helpers

@@ -4,7 +4,7 @@ Owns the vocabulary between ``proto.server.ServerConnection`` and whoever drives
 (``smtpd.session``, tests). Two kinds of events:
 
 * **Decisions** — ``Helo``, ``MailFrom``, ``RcptTo``, ``DataStart``, ``BodyEnd`` (without
-  ``failure``), ``AuthStart``, ``AuthResponse``. The core pauses until the driver answers
+  ``failure``), ``AuthStart``, ``AuthResponse``, ``Etrn``. The core pauses until the driver answers
   with exactly one of the ``ServerConnection`` answer methods; ``next_event()`` returns
   ``PAUSED`` meanwhile.
 * **Notices** — everything else. The core has already queued any reply; the driver only
@@ -59,6 +59,7 @@ class ProtoConfig:
     vrfy_enabled: bool = True  # VRFY answers 252; False → 502
     expn_enabled: bool = False  # EXPN answers 502 by default (RFC 5321 §3.5.2 allows it)
     lmtp: bool = False  # LHLO instead of HELO/EHLO; one reply per recipient after DATA
+    etrn_enabled: bool = False  # ETRN (RFC 1985) advertised and raised as Etrn; False → 502
     greeting_text: str = "ESMTP Kittiwake"
 
 
@@ -192,6 +193,28 @@ class AuthResponse:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Etrn:
+    """ETRN [option]node (RFC 1985 §5), syntax already checked and outside a transaction.
+
+    ``argument`` is as the client wrote it: ``example.org`` (that domain), ``@example.org``
+    (it and its subdomains, §5.3) or ``#queue`` (a named queue, §5.3). Answer ``accept(reply)``
+    with 250/251/252/253 or ``reject(reply)`` with 458/459 (§5.1).
+    """
+
+    argument: str
+
+    @property
+    def option(self) -> str:
+        """``""``, ``"@"`` or ``"#"``."""
+        return self.argument[0] if self.argument[:1] in ("@", "#") else ""
+
+    @property
+    def node(self) -> str:
+        """The node (or queue) name without the option character, lower-cased, no final dot."""
+        return self.argument[len(self.option) :].rstrip(".").lower()
+
+
 Event = (
     BadCommand
     | Reset
@@ -209,4 +232,5 @@ Event = (
     | BodyEnd
     | AuthStart
     | AuthResponse
+    | Etrn
 )

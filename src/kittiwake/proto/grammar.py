@@ -83,6 +83,11 @@ ATOM_RE = re.compile("[A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~]+")
 _HELO_LABEL = "[A-Za-z0-9_]+(?:-+[A-Za-z0-9_]+)*"
 _HELO_DOMAIN_RE = re.compile(f"{_HELO_LABEL}(?:\\.{_HELO_LABEL})*\\.?")
 
+# ETRN argument (RFC 1985 §5, §5.3): [ "@" ] node-name, or "#" queue-name. The node is an
+# LDH domain (a trailing dot tolerated); a queue name's syntax is ours to choose (§5.3).
+_LDH_LABEL = "[A-Za-z0-9]+(?:-+[A-Za-z0-9]+)*"  # sub-domain, ASCII only
+_ETRN_RE = re.compile(f"@?{_LDH_LABEL}(?:\\.{_LDH_LABEL})*\\.?|#[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
+
 # RFC 5321 §4.5.3.1.1-3: local-part 64, domain 255, path 256 octets (path with "<" ">").
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
@@ -162,6 +167,11 @@ def xtext_decode(text: str) -> str | None:
     if "+" not in text:
         return text
     return _HEXCHAR_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def etrn_ok(arg: str) -> bool:
+    """An ETRN argument: ``domain``, ``@domain`` or ``#queue`` (RFC 1985 §5, §5.3), ASCII."""
+    return len(arg) <= MAX_DOMAIN + 1 and _ETRN_RE.fullmatch(arg) is not None
 
 
 def helo_ok(arg: str) -> bool:

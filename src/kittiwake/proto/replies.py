@@ -62,6 +62,9 @@ AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
 AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Invalid base64 data")
 AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
 NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")  # RFC 6531 §3.3
+# RFC 1985 §5.1 and its §7 example: "ETRN" alone is 500, a bad node name 501.
+ETRN_SYNTAX = Reply(500, "5.5.2", "Syntax: ETRN [@|#]node")
+ETRN_BAD_NODE = Reply(501, "5.5.4", "Syntax error in parameters: ETRN domain, @domain or #queue")
 
 # --------------------------------------------------------------------- not implemented (502)
 NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")

@@ -14,6 +14,7 @@ Answer methods (valid only while a decision is pending, else LocalProtocolError)
                                            DataStart → 354 (DATA) or the chunk flows (BDAT);
                                            BodyEnd → reply required (250 with queue id);
                                            in LMTP mode it is repeated for every recipient
+                                           Etrn → reply required (250/251/252/253, RFC 1985)
     accept_lmtp(replies: Sequence[Reply])  BodyEnd in LMTP mode: one per accepted RCPT
     reject(reply: Reply)                   any decision (4xx/5xx)
     auth_challenge(data: bytes)            AuthStart/AuthResponse → 334 base64(data)
@@ -68,6 +69,7 @@ from kittiwake.proto.events import (
     BodyEnd,
     ConnectionClosed,
     DataStart,
+    Etrn,
     Event,
     Helo,
     MailFrom,
@@ -149,7 +151,7 @@ class ServerConnection(CommandInterpreter):
         self._send(Reply(250, None, lines))  # no enhanced code: RFC 2034 §3
 
     def accept(self, reply: Reply | None = None) -> None:
-        event = self._expect("accept", Helo, MailFrom, RcptTo, DataStart, BodyEnd)
+        event = self._expect("accept", Helo, MailFrom, RcptTo, DataStart, BodyEnd, Etrn)
         if (
             reply is not None
             and not 200 <= reply.code < 300
@@ -188,6 +190,11 @@ class ServerConnection(CommandInterpreter):
                     normalize=self._normalize, max_size=cfg.max_message_size
                 )
                 self._out.append(_DATA_GO if reply is None else reply.to_bytes())
+        elif isinstance(event, Etrn):
+            if reply is None:
+                raise LocalProtocolError("accept() of Etrn needs the 25x reply (RFC 1985 §5.1)")
+            self._pending = None
+            self._send(reply)
         else:  # BodyEnd
             if reply is None:
                 raise LocalProtocolError("accept() of BodyEnd needs the 250 reply (queue id)")
@@ -207,7 +214,7 @@ class ServerConnection(CommandInterpreter):
         if reply.code < 400:
             raise LocalProtocolError(f"reject() with a positive reply {reply}")
         event = self._expect(
-            "reject", Helo, MailFrom, RcptTo, DataStart, BodyEnd, AuthStart, AuthResponse
+            "reject", Helo, MailFrom, RcptTo, DataStart, BodyEnd, AuthStart, AuthResponse, Etrn
         )
         self._pending = None
         if isinstance(event, DataStart):
@@ -225,7 +232,7 @@ class ServerConnection(CommandInterpreter):
             if self._state is State.AUTH:
                 self._move(Trigger.AUTH_END)
             self._count_bad()  # a failed AUTH counts as a bad command
-        else:  # Helo, MailFrom, RcptTo: nothing changes
+        else:  # Helo, MailFrom, RcptTo, Etrn: nothing changes
             self._send(reply)
 
     def auth_challenge(self, data: bytes) -> None:

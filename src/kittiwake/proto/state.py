@@ -13,7 +13,8 @@ Both are tables, so the whole machine can be read (and printed) here:
     CLOSE (QUIT, limits, driver close): any --> CLOSED
 
 RFC 5321 §4.1.4 (order of commands), RFC 3030 §2-3 (BDAT/DATA mixing, BINARYMIME),
-RFC 3207 §4.2 (fresh state after TLS), RFC 4954 §4 (no AUTH inside a transaction).
+RFC 3207 §4.2 (fresh state after TLS), RFC 4954 §4 (no AUTH inside a transaction),
+RFC 1985 §5 (ETRN after the greeting, never inside a transaction).
 Not security sensitive by itself, but a wrong entry here is a protocol bug.
 """
 
@@ -98,6 +99,7 @@ _REFUSALS: dict[State, dict[str, Reply]] = {
         "DATA": replies.NEED_HELO,
         "BDAT": replies.NEED_HELO,
         "AUTH": replies.NEED_HELO,
+        "ETRN": replies.NEED_HELO,
     },
     S.GREETED: {
         "RCPT": replies.NEED_MAIL,
@@ -110,11 +112,13 @@ _REFUSALS: dict[State, dict[str, Reply]] = {
         "BDAT": replies.NO_VALID_RECIPIENTS,
         "AUTH": replies.IN_TRANSACTION,
         "STARTTLS": replies.IN_TRANSACTION,
+        "ETRN": replies.IN_TRANSACTION,  # RFC 1985 §5: not between MAIL and end of DATA
     },
     S.RCPT: {
         "MAIL": replies.NESTED_MAIL,
         "AUTH": replies.IN_TRANSACTION,
         "STARTTLS": replies.IN_TRANSACTION,
+        "ETRN": replies.IN_TRANSACTION,  # RFC 1985 §5: not between MAIL and end of DATA
     },
     S.CHUNKING: {
         "MAIL": replies.NESTED_MAIL,
@@ -122,6 +126,7 @@ _REFUSALS: dict[State, dict[str, Reply]] = {
         "DATA": replies.DATA_AFTER_BDAT,  # RFC 3030 §2
         "AUTH": replies.IN_TRANSACTION,
         "STARTTLS": replies.IN_TRANSACTION,
+        "ETRN": replies.IN_TRANSACTION,  # RFC 1985 §5: not between MAIL and end of DATA
     },
 }
 

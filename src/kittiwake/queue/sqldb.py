@@ -1,93 +1,83 @@
-"""The queue database: schema, migrations and every SQL statement, synchronous.
+"""The queue database: every SQL statement, synchronous.
 
-Owns ``QueueDB``, a thin wrapper around one ``sqlite3.Connection``. It is used from exactly
-one thread (the store's database thread); nothing here knows about asyncio. Not security
-sensitive beyond always binding parameters (no SQL is built from data).
+Owns ``QueueDB``, a thin wrapper around one ``sqlite3.Connection``. The store uses one from
+exactly one thread (its database thread); ``queue.readonly`` opens one read-only. Nothing
+here knows about asyncio. Not security sensitive beyond always binding parameters (no SQL
+is built from data). The schema and its migrations live in ``queue.sqlschema``.
 
 Durability: WAL with ``synchronous=FULL`` — in WAL mode ``NORMAL`` skips the fsync at each
 commit, and we promise durability before the 250 reply (design practice 5). One
 transaction carries many messages (group commit), so one WAL fsync serves them all.
-
-Schema versions live in ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes version ``i`` to
-``i + 1``. Issue 3 (per-recipient route/transport) adds its step at the end of the list.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from kittiwake.delivery.api import Outcome, QueuedMessage, QueuedRecipient, RecipientStatus
-from kittiwake.envelope import BodyType, Envelope, Notify, Recipient, Ret
+from kittiwake.delivery.api import Outcome, QueuedMessage
 from kittiwake.errors import StoreError
+from kittiwake.queue.sqlschema import (
+    LIVE,
+    MIGRATIONS,
+    MSG_COLS,
+    N_MSG_COLS,
+    RCPT_COLS,
+    SCHEMA_VERSION,
+    DomainSummary,
+    QueueSummary,
+    address_domain,
+    decode_message,
+)
 
-MIGRATIONS: tuple[str, ...] = (
-    # 0 → 1: the 0.1 schema. ``hold`` is NULL for live mail, else why it is held (e.g. its
-    # spool file is missing); held messages are kept but never offered for delivery.
-    # ``spooled`` is 1 when the body is a spool file, 0 when it is in ``bodies`` (small
-    # bodies travel in the commit transaction itself: see queue.spool).
-    """
-    CREATE TABLE messages (
-        queue_id      TEXT PRIMARY KEY,
-        sender        TEXT NOT NULL,
-        body_type     TEXT NOT NULL,
-        smtputf8      INTEGER NOT NULL,
-        declared_size INTEGER,
-        ret           TEXT,
-        envid         TEXT,
-        auth          TEXT,
-        received_at   REAL NOT NULL,
-        size          INTEGER NOT NULL,
-        spooled       INTEGER NOT NULL,
-        hold          TEXT
-    ) WITHOUT ROWID;
-    CREATE TABLE bodies (
-        queue_id      TEXT PRIMARY KEY,
-        data          BLOB NOT NULL
-    );
-    CREATE TABLE recipients (
-        queue_id     TEXT NOT NULL,
-        idx          INTEGER NOT NULL,
-        address      TEXT NOT NULL,
-        notify       INTEGER,
-        orcpt        TEXT,
-        status       TEXT NOT NULL,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_attempt REAL NOT NULL DEFAULT 0,
-        last_reply   TEXT,
-        PRIMARY KEY (queue_id, idx)
-    ) WITHOUT ROWID;
-    CREATE INDEX recipients_due ON recipients (next_attempt, queue_id)
-        WHERE status IN ('pending', 'deferred');
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+__all__ = ["SCHEMA_VERSION", "QueueDB", "read_body"]
 
-_LIVE = "('pending', 'deferred')"
-_MSG_COLS = (
-    "m.queue_id, m.sender, m.body_type, m.smtputf8, m.declared_size, m.ret, m.envid, m.auth,"
-    " m.received_at, m.size"
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (queue_id, sender, body_type, smtputf8, declared_size, ret, envid,"
+    " auth, received_at, size, spooled, hold, internal)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
 )
-_RCPT_COLS = (
-    "r.idx, r.address, r.notify, r.orcpt, r.status, r.attempts, r.next_attempt, r.last_reply"
-)
-_INSERT_MESSAGE = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
 _INSERT_BODY = "INSERT INTO bodies VALUES (?, ?)"
-_INSERT_RCPT = "INSERT INTO recipients VALUES (?, ?, ?, ?, ?, 'pending', 0, 0, NULL)"
-_UPDATE_RCPT = (
-    "UPDATE recipients SET status = ?, attempts = attempts + 1, next_attempt = ?,"
-    f" last_reply = ? WHERE queue_id = ? AND idx = ? AND status IN {_LIVE}"
+_INSERT_RCPT = (
+    "INSERT INTO recipients (queue_id, idx, address, notify, orcpt, status, domain)"
+    " VALUES (?, ?, ?, ?, ?, 'pending', ?)"
 )
-_STATUS = {s.value: s for s in RecipientStatus}
-_BODY = {b.value: b for b in BodyType}
+# One attempt's result; a final recipient (delivered, bounced) never reopens. The route and
+# remote MTA are kept from earlier attempts when this one has none (a dead-destination
+# deferral makes no connection).
+_UPDATE_RCPT = f"""
+    UPDATE recipients SET
+        status = :status, attempts = attempts + 1, next_attempt = :next, last_reply = :reply,
+        route = coalesce(:route, route), remote_mta = coalesce(:mta, remote_mta),
+        last_attempt = :now, dsn_status = :dsn, diagnostic = :diag, notice = :notice,
+        first_deferred = CASE WHEN :status = 'deferred' AND first_deferred = 0
+                              THEN :now ELSE first_deferred END
+    WHERE queue_id = :qid AND idx = :idx AND status IN {LIVE}"""
 
 
 class QueueDB:
-    """One connection to ``queue.db``; single-threaded use only."""
+    """One connection to ``queue.db``; single-threaded use only.
 
-    def __init__(self, path: Path) -> None:
+    ``readonly`` opens with a ``mode=ro`` URI: no migration, no pragma that writes, and a
+    schema older or newer than this code is refused (the server upgrades it at start).
+    WAL readers never block the server's writer, nor does it block them.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         try:
+            if readonly:
+                uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self.conn.execute("PRAGMA busy_timeout = 5000")
+                (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+                if version != SCHEMA_VERSION:
+                    self.conn.close()
+                    raise StoreError(
+                        f"queue database {path} has schema version {version}, this Kittiwake"
+                        f" reads {SCHEMA_VERSION}: start the server once to upgrade it"
+                    )
+                return
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per batch.
             self.conn = sqlite3.connect(path, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode = WAL")
@@ -95,6 +85,7 @@ class QueueDB:
             self.conn.execute("PRAGMA busy_timeout = 5000")
             # Small bodies pass through the WAL: after a burst, shrink it back at checkpoint.
             self.conn.execute("PRAGMA journal_size_limit = 67108864")
+            self.conn.create_function("kw_domain", 1, address_domain, deterministic=True)
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open queue database {path}: {exc}") from exc
@@ -147,34 +138,79 @@ class QueueDB:
                     m.received_at,
                     m.size,
                     body is None,
+                    e.internal,
                 )
             )
             if body is not None:
                 b_rows.append((qid, body))
             for i, r in enumerate(e.recipients):
                 notify = None if r.notify is None else r.notify.value
-                r_rows.append((qid, i, r.address, notify, r.orcpt))
+                r_rows.append((qid, i, r.address, notify, r.orcpt, address_domain(r.address)))
         self.conn.executemany(_INSERT_MESSAGE, m_rows)
         self.conn.executemany(_INSERT_RCPT, r_rows)
         if b_rows:
             self.conn.executemany(_INSERT_BODY, b_rows)
 
-    def apply(self, queue_id: str, outcomes: Iterable[Outcome]) -> None:
-        """Update recipients in place; a final recipient (delivered, bounced) never reopens."""
-        self.conn.executemany(
-            _UPDATE_RCPT,
-            [(o.status.value, o.next_attempt, str(o.reply), queue_id, o.index) for o in outcomes],
+    def apply(
+        self,
+        queue_id: str,
+        outcomes: Iterable[Outcome],
+        now: float,
+        *,
+        route: str | None = None,
+        notices: Mapping[int, str] | None = None,
+        diagnostics: Mapping[int, str] | None = None,
+    ) -> None:
+        """Record one attempt's outcomes in place. ``notices[i]`` marks a final DSN owed
+        for recipient ``i``; ``diagnostics[i]`` is the reply a DSN quotes when it is not
+        the outcome's own (an expiry quotes the last remote reply)."""
+        notices = notices or {}
+        diagnostics = diagnostics or {}
+        rows = []
+        for o in outcomes:
+            reply = str(o.reply)
+            diag = diagnostics.get(o.index)
+            rows.append(
+                {
+                    "status": o.status.value,
+                    "next": o.next_attempt,
+                    "reply": reply,
+                    "route": route,
+                    "mta": o.remote_mta,
+                    "now": now,
+                    "dsn": o.reply.enhanced or f"{o.reply.code // 100}.0.0",
+                    "diag": None if diag is None or diag == reply else diag,
+                    "notice": notices.get(o.index),
+                    "qid": queue_id,
+                    "idx": o.index,
+                }
+            )
+        self.conn.executemany(_UPDATE_RCPT, rows)
+
+    def notices_sent(self, queue_id: str, indices: Iterable[int], *, delay: bool) -> None:
+        """A final notice (or, with ``delay``, the delay warning) went out for these."""
+        sql = (
+            "UPDATE recipients SET delay_notified = 1 WHERE queue_id = ? AND idx = ?"
+            if delay
+            else "UPDATE recipients SET notice = NULL WHERE queue_id = ? AND idx = ?"
         )
+        self.conn.executemany(sql, [(queue_id, i) for i in indices])
 
     def remove_if_finished(self, queue_id: str) -> bool | None:
-        """Delete a message none of whose recipients is live. Returns None if nothing was
-        deleted, else whether the message had a spool file (for the caller to unlink)."""
-        live = self.conn.execute(
-            f"SELECT 1 FROM recipients WHERE queue_id = ? AND status IN {_LIVE} LIMIT 1",
+        """Delete a message none of whose recipients is live or owed a notice. Returns None
+        if nothing was deleted, else whether it had a spool file (for the caller to unlink)."""
+        busy = self.conn.execute(
+            f"SELECT 1 FROM recipients WHERE queue_id = ?"
+            f" AND (status IN {LIVE} OR notice IS NOT NULL) LIMIT 1",
             (queue_id,),
         ).fetchone()
-        if live is not None:
+        if busy is not None:
             return None
+        return self.delete(queue_id)
+
+    def delete(self, queue_id: str) -> bool | None:
+        """Delete a message whatever its state: None if there was none, else whether it
+        had a spool file."""
         row = self.conn.execute(
             "SELECT spooled FROM messages WHERE queue_id = ?", (queue_id,)
         ).fetchone()
@@ -186,8 +222,37 @@ class QueueDB:
             self.conn.execute("DELETE FROM bodies WHERE queue_id = ?", (queue_id,))
         return bool(row[0])
 
-    def hold(self, queue_id: str, reason: str) -> None:
-        self.conn.execute("UPDATE messages SET hold = ? WHERE queue_id = ?", (reason, queue_id))
+    def hold(self, queue_id: str, reason: str | None) -> bool:
+        """Hold (with a reason) or release (None); False when there is no such message."""
+        cur = self.conn.execute(
+            "UPDATE messages SET hold = ? WHERE queue_id = ?", (reason, queue_id)
+        )
+        return cur.rowcount > 0
+
+    def make_due(self, now: float, *, queue_id: str | None, domain: str | None) -> list[str]:
+        """Deferred recipients due at ``now``: of one message, of one recipient domain
+        (``.example.org`` = its subdomains), or all. Returns the unheld messages touched."""
+        where = "status = 'deferred'"
+        args: list[object] = [now]
+        if queue_id is not None:
+            where += " AND queue_id = ?"
+            args.append(queue_id)
+        if domain is not None:
+            domain = domain.lower()
+            if domain.startswith("."):
+                escaped = domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                where += " AND domain LIKE ? ESCAPE '\\'"
+                args.append("%" + escaped)
+            else:
+                where += " AND domain = ?"
+                args.append(domain)
+        rows = self.conn.execute(
+            f"UPDATE recipients SET next_attempt = ? WHERE {where} RETURNING queue_id",
+            args,
+        ).fetchall()
+        touched = sorted({qid for (qid,) in rows})
+        held = self.held()
+        return [qid for qid in touched if qid not in held]
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -209,16 +274,48 @@ class QueueDB:
         found = self._load("m.queue_id = ?", (queue_id,))
         return found[0] if found else None
 
+    def all(self) -> list[QueuedMessage]:
+        """Every message, held ones and ones waiting only for a notice included."""
+        return self._load("1", ())
+
     def pending(self, due_before: float | None) -> list[QueuedMessage]:
-        live = f"SELECT queue_id FROM recipients WHERE status IN {_LIVE}"
+        live = f"SELECT queue_id FROM recipients WHERE status IN {LIVE}"
         if due_before is None:
             return self._load(f"m.hold IS NULL AND m.queue_id IN ({live})", ())
         where = f"m.hold IS NULL AND m.queue_id IN ({live} AND next_attempt <= ?)"
         return self._load(where, (due_before,))
 
+    def schedule(self) -> list[tuple[str, float]]:
+        """What the scheduler must know at start-up, cheaply: each unheld message with a
+        live recipient or an owed notice, and when it is next due (0 for a notice)."""
+        rows = self.conn.execute(
+            f"""SELECT r.queue_id,
+                       min(CASE WHEN r.notice IS NOT NULL THEN 0 ELSE r.next_attempt END)
+                FROM recipients r JOIN messages m ON m.queue_id = r.queue_id
+                WHERE m.hold IS NULL AND (r.status IN {LIVE} OR r.notice IS NOT NULL)
+                GROUP BY r.queue_id ORDER BY r.queue_id"""
+        )
+        return [(qid, float(when)) for qid, when in rows]
+
+    def summary(self) -> QueueSummary:
+        (messages, held) = self.conn.execute(
+            "SELECT count(*), count(hold) FROM messages"
+        ).fetchone()
+        rows = self.conn.execute(
+            f"""SELECT r.domain, count(*), count(DISTINCT r.queue_id),
+                       sum(r.status = 'deferred'), min(m.received_at)
+                FROM recipients r JOIN messages m ON m.queue_id = r.queue_id
+                WHERE r.status IN {LIVE}
+                GROUP BY r.domain ORDER BY count(*) DESC, r.domain"""
+        ).fetchall()
+        domains = tuple(
+            DomainSummary(d, int(n), int(nm), int(nd), float(old)) for d, n, nm, nd, old in rows
+        )
+        return QueueSummary(int(messages), sum(d.recipients for d in domains), int(held), domains)
+
     def _load(self, where: str, args: tuple[object, ...]) -> list[QueuedMessage]:
         sql = (
-            f"SELECT {_MSG_COLS}, {_RCPT_COLS} FROM messages m JOIN recipients r"
+            f"SELECT {MSG_COLS}, {RCPT_COLS} FROM messages m JOIN recipients r"
             f" ON r.queue_id = m.queue_id WHERE {where} ORDER BY m.queue_id, r.idx"
         )
         out: list[QueuedMessage] = []
@@ -227,11 +324,11 @@ class QueueDB:
         for row in self.conn.execute(sql, args):
             if current is None or row[0] != current[0]:
                 if current is not None:
-                    out.append(_message(current, rcpts))
-                current, rcpts = row[:10], []
-            rcpts.append(row[10:])
+                    out.append(decode_message(current, rcpts))
+                current, rcpts = row[:N_MSG_COLS], []
+            rcpts.append(row[N_MSG_COLS:])
         if current is not None:
-            out.append(_message(current, rcpts))
+            out.append(decode_message(current, rcpts))
         return out
 
 
@@ -239,42 +336,3 @@ def read_body(conn: sqlite3.Connection, queue_id: str) -> bytes | None:
     """An inline body, or None (on a reader connection: any thread, WAL readers never wait)."""
     row = conn.execute("SELECT data FROM bodies WHERE queue_id = ?", (queue_id,)).fetchone()
     return None if row is None else bytes(row[0])
-
-
-def _message(m: tuple[object, ...], rows: list[tuple[object, ...]]) -> QueuedMessage:
-    qid, sender, body_type, smtputf8, declared, ret, envid, auth, received_at, size = m
-    recipients = []
-    queued = []
-    for idx, address, notify, orcpt, status, attempts, next_attempt, last_reply in rows:
-        assert isinstance(idx, int) and isinstance(address, str) and isinstance(attempts, int)
-        assert isinstance(next_attempt, float | int) and isinstance(status, str)
-        recipients.append(
-            Recipient(
-                address,
-                None if notify is None else Notify(notify),
-                orcpt if isinstance(orcpt, str) else None,
-            )
-        )
-        queued.append(
-            QueuedRecipient(
-                idx,
-                address,
-                _STATUS[status],
-                attempts,
-                float(next_attempt),
-                last_reply if isinstance(last_reply, str) else None,
-            )
-        )
-    assert isinstance(qid, str) and isinstance(sender, str) and isinstance(body_type, str)
-    assert isinstance(received_at, float | int) and isinstance(size, int)
-    envelope = Envelope(
-        sender=sender,
-        recipients=tuple(recipients),
-        body_type=_BODY[body_type],
-        smtputf8=bool(smtputf8),
-        declared_size=declared if isinstance(declared, int) else None,
-        ret=Ret(ret) if isinstance(ret, str) else None,
-        envid=envid if isinstance(envid, str) else None,
-        auth=auth if isinstance(auth, str) else None,
-    )
-    return QueuedMessage(qid, envelope, float(received_at), size, tuple(queued))

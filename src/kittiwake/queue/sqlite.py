@@ -14,6 +14,10 @@ recipients' outcomes — in ONE SQLite transaction (one WAL fsync), then (4) unl
 files of finished messages. Only then are the waiters' futures resolved. While a batch is
 on disk, new jobs pile up for the next one, so the batch grows with the load by itself.
 
+Admin and notice bookkeeping (hold, release, delete, make due, notices sent) ride the same
+batches as small "operations" run inside the transaction, so they are durable when their
+future resolves and cost no fsync of their own under load.
+
 Crash consistency: the row is the commit marker. A spool file with no row (crash before the
 transaction, or a client gone mid-DATA) is deleted at ``open``; a row whose spool file is
 missing is logged as corruption and *held* (kept, never offered for delivery).
@@ -30,9 +34,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
@@ -43,6 +46,8 @@ from kittiwake.fsutil import fsync_dir
 from kittiwake.queue.api import SpoolWriter
 from kittiwake.queue.ids import is_queue_id, new_queue_id
 from kittiwake.queue.spool import SpoolFile, syncfs
+from kittiwake.queue.sqladmin import StoreAdmin
+from kittiwake.queue.sqlbatch import Batch, Commit, Op, OpFn, Record, retrieved, settle
 from kittiwake.queue.sqldb import QueueDB, read_body
 
 log = logging.getLogger("kittiwake.queue")
@@ -51,31 +56,7 @@ FsyncMode = Literal["pool", "sequential", "syncfs"]
 _T = TypeVar("_T")
 
 
-@dataclass(slots=True)
-class _Commit:
-    writer: SpoolFile
-    envelope: Envelope
-    future: asyncio.Future[QueuedMessage]
-    inline: bool
-    error: Exception | None = None
-
-
-@dataclass(slots=True)
-class _Record:
-    queue_id: str
-    outcomes: Sequence[Outcome]
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Batch:
-    commits: list[_Commit] = field(default_factory=list)
-    records: list[_Record] = field(default_factory=list)
-    error: Exception | None = None  # fails every job of the batch
-    queued: list[QueuedMessage] = field(default_factory=list)
-
-
-class SQLiteStore:
+class SQLiteStore(StoreAdmin):
     """``Store`` on SQLite (WAL, synchronous=FULL) + a flat spool directory.
 
     ``inline_bodies`` (default True) keeps bodies that fit the writer's 64 KiB memory buffer
@@ -108,7 +89,7 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []  # for open_body, any thread
         self._readers_lock = threading.Lock()
         self._lock_fd: int | None = None
-        self._waiting = _Batch()
+        self._waiting = Batch()
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
         self.transactions = 0  # batches written (each one SQLite transaction)
@@ -201,25 +182,51 @@ class SQLiteStore:
             raise StoreError(f"{writer.queue_id}: a message needs at least one recipient")
         writer.detach()  # no more writes from here on
         future: asyncio.Future[QueuedMessage] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieved)
+        future.add_done_callback(retrieved)
         inline = self._inline and writer.in_memory
-        self._waiting.commits.append(_Commit(writer, envelope, future, inline))
+        self._waiting.commits.append(Commit(writer, envelope, future, inline))
         self._kick()
         # Shield: a caller cancelled mid-commit (client gone) must not tear the batch.
         return await asyncio.shield(future)
 
     # -- delivery side --------------------------------------------------------------------
 
-    async def record(self, queue_id: str, outcomes: Sequence[Outcome]) -> None:
+    async def record(
+        self,
+        queue_id: str,
+        outcomes: Sequence[Outcome],
+        *,
+        route: str | None = None,
+        notices: Mapping[int, str] | None = None,
+        diagnostics: Mapping[int, str] | None = None,
+    ) -> None:
+        """Record one attempt's outcomes in place (``Store.record``), durably, batched.
+
+        Extras for the scheduler: ``route`` (the Route.key tried), ``notices`` (recipient
+        index → the final DSN action owed: "failed", "delivered", "relayed"; recorded in the
+        same transaction as the final state, so a crash can neither lose the notice nor
+        forget that it is owed), ``diagnostics`` (index → the reply a DSN should quote when
+        it differs from the outcome's). A message is removed once no recipient is live and
+        no notice is owed."""
         if self._db_thread is None:
             raise StoreError("queue store is not open")
         if not outcomes:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieved)
-        self._waiting.records.append(_Record(queue_id, tuple(outcomes), future))
+        future.add_done_callback(retrieved)
+        job = Record(queue_id, tuple(outcomes), future, route, notices, diagnostics)
+        self._waiting.records.append(job)
         self._kick()
         await asyncio.shield(future)
+
+    async def _op(self, fn: OpFn) -> Any:
+        if self._db_thread is None or self._closing:
+            raise StoreError("queue store is not open")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(retrieved)
+        self._waiting.ops.append(Op(fn, future))
+        self._kick()
+        return await asyncio.shield(future)
 
     async def pending(self, *, due_before: float | None = None) -> list[QueuedMessage]:
         return await self._in_db(lambda: self._conn().pending(due_before))
@@ -274,15 +281,18 @@ class SQLiteStore:
             self._committer = asyncio.get_running_loop().create_task(self._run_committer())
 
     async def _run_committer(self) -> None:
-        while self._waiting.commits or self._waiting.records:
-            batch, self._waiting = self._waiting, _Batch()
+        while self._waiting.commits or self._waiting.records or self._waiting.ops:
+            batch, self._waiting = self._waiting, Batch()
             try:
                 await self._in_db(functools.partial(self._write_batch, batch))
             except Exception as exc:  # the executor itself failed
                 batch.error = exc
-            self._settle(batch)
+            settle(batch)
+            # Let the waiters just resolved run first: the scheduler's next records (and a
+            # session's next commit) then join the next batch instead of trailing it alone.
+            await asyncio.sleep(0)
 
-    def _write_batch(self, batch: _Batch) -> None:
+    def _write_batch(self, batch: Batch) -> None:
         """Database thread: spool files to disk, then one transaction. Errors land in
         ``batch`` (whole batch) or in each ``_Commit`` (its own spool file)."""
         db = self._conn()
@@ -307,10 +317,20 @@ class SQLiteStore:
             try:
                 db.insert(rows)
                 for r in batch.records:
-                    db.apply(r.queue_id, r.outcomes)
+                    db.apply(
+                        r.queue_id,
+                        r.outcomes,
+                        now,
+                        route=r.route,
+                        notices=r.notices,
+                        diagnostics=r.diagnostics,
+                    )
                 for qid in dict.fromkeys(r.queue_id for r in batch.records):
                     if db.remove_if_finished(qid):
                         finished.append(qid)
+                for op in batch.ops:
+                    op.result, unlink = op.fn(db, now)
+                    finished += unlink
                 db.commit()
             except BaseException:
                 db.rollback()
@@ -321,20 +341,21 @@ class SQLiteStore:
         batch.queued = [m for m, _ in rows]
         self.transactions += 1
         self.committed += len(rows)
-        self.largest_batch = max(self.largest_batch, len(batch.commits) + len(batch.records))
+        jobs = len(batch.commits) + len(batch.records) + len(batch.ops)
+        self.largest_batch = max(self.largest_batch, jobs)
         for qid in finished:  # not durable on purpose: a leftover is removed at open()
             try:
                 os.unlink(self.spool_dir / qid)
             except OSError as exc:
                 log.error("%s: cannot remove spool file: %s", qid, exc)
 
-    def _sync_files(self, commits: list[_Commit]) -> int:
+    def _sync_files(self, commits: list[Commit]) -> int:
         """Make these bodies' spool files durable; returns how many made it."""
         if not commits:
             return 0
         each = self._fsync_mode != "syncfs"
 
-        def one(c: _Commit) -> None:
+        def one(c: Commit) -> None:
             try:
                 c.writer.sync(fsync=each)
             except Exception as exc:
@@ -353,32 +374,6 @@ class SQLiteStore:
                     c.error = c.error or exc
         return sum(c.error is None for c in commits)
 
-    def _settle(self, batch: _Batch) -> None:
-        """Event loop: resolve every waiter of a written (or failed) batch."""
-        queued = {m.queue_id: m for m in batch.queued}
-        for c in batch.commits:
-            msg = queued.get(c.writer.queue_id)
-            if msg is not None:
-                c.writer.mark_committed()
-                if not c.future.done():
-                    c.future.set_result(msg)
-                continue
-            exc = c.error or batch.error or StoreError("commit failed")
-            try:
-                c.writer.abort()
-            except StoreError as abort_exc:
-                log.error("%s", abort_exc)
-            log.error("%s: commit failed: %s", c.writer.queue_id, exc)
-            if not c.future.done():
-                c.future.set_exception(_as_store_error(c.writer.queue_id, exc))
-        for r in batch.records:
-            if r.future.done():
-                continue
-            if batch.error is None:
-                r.future.set_result(None)
-            else:
-                r.future.set_exception(_as_store_error(r.queue_id, batch.error))
-
     # -- plumbing ---------------------------------------------------------------------------
 
     def _conn(self) -> QueueDB:
@@ -390,21 +385,6 @@ class SQLiteStore:
         if self._db_thread is None:
             raise StoreError("queue store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    # A caller cancelled while its job was on disk never reads the outcome; it has been
-    # logged already, so keep asyncio from reporting "exception was never retrieved".
-    if not future.cancelled():
-        future.exception()
-
-
-def _as_store_error(queue_id: str, exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    err = StoreError(f"{queue_id}: {exc}")
-    err.__cause__ = exc
-    return err
 
 
 __all__ = ["FsyncMode", "SQLiteStore"]

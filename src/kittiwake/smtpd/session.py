@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from kittiwake.cleanup.writer import MessageRefused
 from kittiwake.envelope import Envelope, Recipient, Reply, SessionInfo
 from kittiwake.errors import KittiwakeError
 from kittiwake.policy import Action, PolicyChain, Verdict
@@ -47,6 +48,7 @@ class ListenerSettings:
     data_timeout: float
     on_queued: Callable[[QueuedNotice], None]
     implicit_tls: bool = False
+    etrn: Callable[[str, str], Awaitable[Reply]] | None = None  # (argument, client ip) → reply
 
 
 class Session:
@@ -176,6 +178,8 @@ class Session:
             await self._on_auth_step(event.data)
         elif isinstance(event, ev.AuthCancelled):
             self._sasl = None
+        elif isinstance(event, ev.Etrn):
+            await self._on_etrn(event)
         elif isinstance(event, ev.BadCommand):
             log.debug("bad command from %s: %s", self.info.client_ip, event.reply)
 
@@ -249,6 +253,14 @@ class Session:
             return
         try:
             notice = await sink.commit(self._envelope())
+        except MessageRefused as exc:  # e.g. too many hops: the sending MTA bounces it
+            sink.abort()
+            log.info(
+                "%s: message from %s refused: %s", sink.queue_id, self.info.client_ip, exc.reply
+            )
+            self.conn.reject(exc.reply)
+            self._reset_transaction()
+            return
         except (OSError, KittiwakeError):
             log.exception("commit failed for %s", sink.queue_id)
             sink.abort()
@@ -264,9 +276,21 @@ class Session:
             event.size,
             len(self._recipients),
         )
-        self.conn.accept(Reply(250, "2.0.0", f"Ok: queued as {sink.queue_id}"))
+        queued = Reply(250, "2.0.0", f"Ok: queued as {sink.queue_id}")
+        if self.settings.proto.lmtp:  # RFC 2033 §4.2: one reply per accepted recipient
+            self.conn.accept_lmtp([queued] * len(self._recipients))
+        else:
+            self.conn.accept(queued)
         self._reset_transaction()
         self.settings.on_queued(notice)
+
+    async def _on_etrn(self, event: ev.Etrn) -> None:
+        """RFC 1985: start delivery of deferred mail for a node (the policy owns the codes)."""
+        if self.settings.etrn is None:
+            self.conn.reject(Reply(502, "5.5.1", "ETRN not available here"))
+            return
+        reply = await self.settings.etrn(event.argument, self.info.client_ip)
+        (self.conn.accept if reply.is_positive else self.conn.reject)(reply)
 
     # ------------------------------------------------------------------ STARTTLS
 
