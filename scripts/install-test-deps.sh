@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests use as real peers: Postfix (a real MTA, plus smtp-source and
-# smtp-sink) and swaks. Idempotent and quick when they are installed. Without root or
+# smtp-sink), Dovecot LMTP (a real final delivery agent) and swaks. Idempotent and quick when they are installed. Without root or
 # apt-get it only says what is missing; the tests that need them skip themselves.
 set -euo pipefail
-PACKAGES=(postfix swaks)
+PACKAGES=(postfix swaks dovecot-lmtpd dovecot-imapd)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -23,6 +23,11 @@ echo "install-test-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 # Postfix must install unconfigured and stay stopped: tests run private instances of it.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+# Daemons must not start at install time (tests run private instances): policy-rc.d says no.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt_install() { apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 # A stale or empty package list fails the first try; refresh it once and retry.
 apt_install || { apt-get update -qq && apt_install; }

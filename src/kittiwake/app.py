@@ -180,6 +180,7 @@ async def _main(config: Config) -> int:
         assert scheduler is not None
         await scheduler.stop(config.timeouts.shutdown_grace)
         await smtp.close()
+        await lmtp.close()
         await store.close()
 
     try:

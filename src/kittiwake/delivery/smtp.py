@@ -22,8 +22,8 @@ Failure scope decides what happens next (Postfix's smtp_trouble.c):
 * DATA/BDAT or final reply: 2xx → the accepted recipients are DELIVERED (``relayed``;
   ``peer_dsn`` when the peer took our DSN parameters), 5xx → they BOUNCE, 4xx → next server.
 
-A deferral where no server got as far as a transaction (or the finder's 4xx) is marked
-``site_failure`` (the scheduler's dead-destination cache).
+A deferral where no server got as far as answering MAIL (other than with 421), or the
+finder's 4xx, is marked ``site_failure`` (the scheduler's dead-destination cache).
 
 Security: MEDIUM. Everything the peer says is parsed in ``proto``; credentials never leave
 without TLS; certificate checks follow ``tlspolicy``.
