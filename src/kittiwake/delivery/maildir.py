@@ -45,7 +45,7 @@ from kittiwake.delivery.api import (
 from kittiwake.delivery.local import LocalMailboxes
 from kittiwake.envelope import BodyType, Reply
 from kittiwake.errors import KittiwakeError
-from kittiwake.fsutil import fsync_dir
+from kittiwake.fsutil import DirSyncer, fsync_dir
 
 CHUNK = 64 * 1024
 DELIVERED = Reply(250, "2.0.0", "delivered to maildir")
@@ -120,6 +120,7 @@ class MaildirAgent:
         self.mailboxes = mailboxes
         self.hostname = _maildir_host(hostname)
         self._ready: set[Path] = set()  # Maildirs known to exist
+        self._new_dirs = DirSyncer()  # concurrent deliveries share new/'s fsync
 
     async def deliver(
         self,
@@ -204,7 +205,7 @@ class MaildirAgent:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        fsync_dir(maildir / "new")
+        self._new_dirs.sync(maildir / "new")
         return final
 
     def _ensure_maildir(self, maildir: Path) -> None:
