@@ -18,21 +18,26 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kittiwake import __version__
+from kittiwake.addressing.setup import build_directory
 from kittiwake.admin.control import ControlServer, socket_path
+from kittiwake.cleanup.expand import Expander
 from kittiwake.cleanup.notices import NoticeSender
+from kittiwake.cleanup.pickup import Pickup
+from kittiwake.cleanup.rewrite import RewriteSettings
 from kittiwake.cleanup.writer import Cleanup
 from kittiwake.config import Config, ListenerConfig
 from kittiwake.delivery.api import DeliveryAgent
 from kittiwake.delivery.lmtp import LmtpAgent
-from kittiwake.delivery.local import LocalMailboxes
 from kittiwake.delivery.maildir import MaildirAgent
 from kittiwake.delivery.mx import MxFinder
 from kittiwake.delivery.smtp import SmtpAgent
 from kittiwake.delivery.tlspolicy import TlsPolicy, TlsPolicyTable
 from kittiwake.net.dns import Resolver
+from kittiwake.net.proxy_listen import ProxySettings
 from kittiwake.net.tls import ensure_self_signed, server_context
 from kittiwake.policy import PolicyChain
 from kittiwake.policy.etrn import handle_etrn
+from kittiwake.policy.ratelimit import ConnectionRate, MessageRate
 from kittiwake.policy.recipients import Recipients
 from kittiwake.queue.routing import Router
 from kittiwake.queue.scheduler import Scheduler, SchedulerSettings
@@ -108,9 +113,7 @@ async def _main(config: Config) -> int:
 
     store = SQLiteStore(config.data_dir)
     await store.open()
-    mailboxes = LocalMailboxes(
-        config.data_dir / "mail", config.local.domains, config.local.users, config.local.postmaster
-    )
+    mailboxes, directory = build_directory(config)
     smtp = _smtp_agent(config)
     lmtp = LmtpAgent(config.hostname)
     agents: dict[str, DeliveryAgent] = {
@@ -119,15 +122,22 @@ async def _main(config: Config) -> int:
         "lmtp": lmtp,
     }
     router = Router(
-        config.transport, config.local.domains, smarthost=config.relay.smarthost or None
+        config.transport,
+        (*config.local.domains, *config.addressing.virtual_domains),
+        smarthost=config.relay.smarthost or None,
     )
-    cleanup = Cleanup(store, config.hostname)
+    rewrite = RewriteSettings(
+        config.submission.rewrite_domain,
+        add_missing_headers=config.submission.add_missing_headers,
+    )
+    cleanup = Cleanup(store, config.hostname, rewrite=rewrite, expander=Expander(directory))
     scheduler: Scheduler | None = None
 
     def on_queued(message: Any) -> None:
         assert scheduler is not None
         scheduler.submit(message)
 
+    cleanup.on_forward = on_queued  # SRS-forwarded copies (cleanup.expand)
     notifier = NoticeSender(cleanup, store, config.hostname, config.local.postmaster, on_queued)
     scheduler = Scheduler(
         store,
@@ -138,13 +148,28 @@ async def _main(config: Config) -> int:
     )
     scheduler.start()
     await scheduler.recover()
-    control = ControlServer(socket_path(config.data_dir), scheduler)
+    pickup = Pickup(
+        config.data_dir,
+        cleanup,
+        scheduler.submit,
+        bounce=notifier.bounce_now,
+        max_size=config.limits.max_message_size,
+    )
+    await pickup.start()
+    control = ControlServer(socket_path(config.data_dir), scheduler, on_pickup=pickup.wake)
     await control.start()
 
+    rates = config.ratelimit
+    message_rate = MessageRate(rates.messages_per_user_per_hour, rates.exempt)
     relay_policy = PolicyChain(
-        [Recipients(mailboxes, relay_domains=config.transport, mynetworks=config.relay.mynetworks)]
+        [
+            message_rate,  # after the MAIL checks that may refuse: only accepted MAILs count
+            Recipients(
+                directory, relay_domains=config.transport, mynetworks=config.relay.mynetworks
+            ),
+        ]
     )
-    local_only = PolicyChain([Recipients(mailboxes)])
+    local_only = PolicyChain([Recipients(directory)])
     etrn = functools.partial(handle_etrn, allowed=config.etrn.allowed, flush=scheduler.flush)
 
     def settings_for(listener: ListenerConfig) -> ListenerSettings:
@@ -172,20 +197,29 @@ async def _main(config: Config) -> int:
         ConnectionLimits(
             max_connections=config.limits.max_connections,
             max_per_ip=config.limits.max_connections_per_ip,
-        )
+        ),
+        connection_rate=ConnectionRate(rates.connections_per_ip_per_minute, rates.exempt),
     )
 
     async def close_all() -> None:
         await control.stop()
+        await pickup.stop()
         assert scheduler is not None
         await scheduler.stop(config.timeouts.shutdown_grace)
         await smtp.close()
         await lmtp.close()
         await store.close()
 
+    proxy = ProxySettings(config.proxy.trusted, config.proxy.timeout)
     try:
         for listener in config.listeners:
-            await server.listen(listener.host, listener.port, settings_for(listener))
+            proxied = config.proxy.enabled_for(listener.role)
+            await server.listen(
+                listener.host,
+                listener.port,
+                settings_for(listener),
+                proxy=proxy if proxied else None,
+            )
     except OSError as exc:
         print(f"kittiwake: cannot listen: {exc}", file=sys.stderr)
         await server.shutdown(1)

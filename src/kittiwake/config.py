@@ -10,6 +10,8 @@ No DNS here: the default hostname is ``socket.gethostname()`` (a syscall) and li
 hosts must be IP literals or ``localhost``. Moderately security sensitive: it decides
 which addresses we listen on and which local parts are mailboxes. The MTA sections
 (``[relay]``, ``[transport]``, ``[dns]``, ``[queue]``, ``[etrn]``) live in ``config_mta``.
+The addressing sections (``[virtual]``, ``[aliases]``, ``[addressing]``, ``[srs]``) live in
+``config_addressing``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
+from kittiwake.config_addressing import FREE_TABLES as ADDRESSING_FREE_TABLES
+from kittiwake.config_addressing import SECTION_KEYS as ADDRESSING_SECTION_KEYS
+from kittiwake.config_addressing import AddressingConfig, build_addressing
+from kittiwake.config_auth import SECTION_KEYS as AUTH_SECTION_KEYS
+from kittiwake.config_auth import AuthConfig, build_auth
 from kittiwake.config_check import (
     Table,
     domain_name,
@@ -31,6 +38,8 @@ from kittiwake.config_check import (
     listen_address,
     show,
 )
+from kittiwake.config_edges import SECTION_KEYS as EDGES_SECTION_KEYS
+from kittiwake.config_edges import ProxyConfig, RateLimitConfig, build_proxy, build_ratelimit
 from kittiwake.config_mta import SECTION_KEYS as MTA_SECTION_KEYS
 from kittiwake.config_mta import (
     DnsConfig,
@@ -43,6 +52,8 @@ from kittiwake.config_mta import (
     build_relay,
     build_transport,
 )
+from kittiwake.config_sendmail import SECTION_KEYS as SUBMISSION_SECTION_KEYS
+from kittiwake.config_sendmail import SubmissionConfig, build_submission
 from kittiwake.errors import ConfigError
 from kittiwake.proto.events import BareLinefeedPolicy, ProtoConfig
 
@@ -176,6 +187,11 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     etrn: EtrnConfig = field(default_factory=EtrnConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)  # config_edges
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)  # config_edges
+    addressing: AddressingConfig = field(default_factory=AddressingConfig)  # config_addressing
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)  # config_sendmail
+    auth: AuthConfig = field(default_factory=AuthConfig)  # config_auth
 
     def listener(self, role: Role) -> ListenerConfig | None:
         return next((lc for lc in self.listeners if lc.role == role), None)
@@ -230,8 +246,12 @@ _TOP_KEYS = ("hostname", "data_dir", "log_level", "event_loop")
 _SECTIONS = (
     *("listen", "tls", "limits", "timeouts", "smtp", "local"),
     *("relay", "dns", "queue", "etrn"),  # config_mta
+    *("proxy", "ratelimit"),  # config_edges
+    *("virtual", "addressing", "srs"),  # config_addressing
+    "submission",  # config_sendmail
+    "auth",  # config_auth
 )
-_FREE_TABLES = ("transport",)  # keyed by domain names, checked by their own builder
+_FREE_TABLES = ("transport", *ADDRESSING_FREE_TABLES)  # keyed by names, checked by builders
 
 
 def load_config(path: Path | None) -> Config:
@@ -257,22 +277,29 @@ def build_config(raw: dict[str, object], base_dir: Path) -> Config:
     given = top.get("hostname")
     hostname = default_hostname() if given is None else domain_name("hostname", given)
     local = _local(sections["local"])
+    listeners = _listeners(sections["listen"])
+    relay = build_relay(sections["relay"], base_dir)
     return Config(
         hostname=hostname,
         data_dir=top.path("data_dir", base_dir) or Path.cwd() / "kittiwake-data",
         log_level=cast(LogLevel, top.choice("log_level", LOG_LEVELS, "info")),
         event_loop=_event_loop(top),
-        listeners=_listeners(sections["listen"]),
+        listeners=listeners,
         tls=_tls(sections["tls"], base_dir),
         limits=_limits(sections["limits"]),
         timeouts=_timeouts(sections["timeouts"]),
         smtp=_smtp(sections["smtp"]),
         local=local,
-        relay=build_relay(sections["relay"], base_dir),
+        relay=relay,
         transport=build_transport(top.get("transport", {}), local.domains),
         dns=build_dns(sections["dns"]),
         queue=build_queue(sections["queue"]),
         etrn=build_etrn(sections["etrn"]),
+        proxy=build_proxy(sections["proxy"], tuple(lc.role for lc in listeners)),
+        ratelimit=build_ratelimit(sections["ratelimit"], relay.mynetworks),
+        addressing=build_addressing(sections, top.get("aliases", {}), local.domains),
+        submission=build_submission(sections["submission"], local.domains),
+        auth=build_auth(sections["auth"]),
     )
 
 
@@ -284,6 +311,10 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "smtp": tuple(f.name for f in fields(SmtpConfig)),
     "local": tuple(f.name for f in fields(LocalConfig)),
     **MTA_SECTION_KEYS,
+    **EDGES_SECTION_KEYS,
+    **ADDRESSING_SECTION_KEYS,
+    **SUBMISSION_SECTION_KEYS,
+    **AUTH_SECTION_KEYS,
 }
 _DEFAULT_ADDRESS: dict[Role, str] = {lc.role: str(lc) for lc in DEFAULT_LISTENERS}
 

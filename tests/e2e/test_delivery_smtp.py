@@ -98,7 +98,8 @@ async def test_all_destinations_fail_defers_with_last_error() -> None:
     out = await run(agent([Destination("mx.dest.test", "127.0.0.2", port)]), b"x", ["u@dest.test"])
     (o,) = out
     assert o.status is F and o.reply.enhanced == "4.4.1" and "refused" in str(o.reply).lower()
-    assert o.site_failure and o.remote_mta == "mx.dest.test"
+    # RFC 3464 §2.3.5: no Remote-MTA when no remote MTA issued the diagnostic.
+    assert o.site_failure and o.remote_mta is None
 
 
 @pytest.mark.parametrize("greeting", ["450 4.3.2 come back later", "554 5.7.1 go away"])
@@ -254,11 +255,17 @@ async def test_binarymime_without_chunking_bounces() -> None:
     assert statuses(out) == [B] and out[0].reply.enhanced == "5.6.3"
 
 
-async def test_eightbit_to_peer_without_8bitmime_sent_anyway() -> None:
+async def test_eightbit_to_peer_without_8bitmime_bounces() -> None:
+    """RFC 6152 §3: 8-bit data never goes to a peer without 8BITMIME (we don't downgrade)."""
     ext = tuple(e for e in DEFAULT_EXTENSIONS if e != "8BITMIME")
     body = "Subject: é\r\n\r\nçà\r\n".encode()
     async with Sink("127.0.0.2", Script(extensions=ext)) as mx:
         out = await run(agent([dest(mx)]), body, ["a@dest.test"], body_type=BodyType.EIGHTBITMIME)
+    assert statuses(out) == [B] and out[0].reply.enhanced == "5.6.3" and not mx.messages
+    async with Sink("127.0.0.2", Script(extensions=ext)) as mx:  # declared, but all 7-bit
+        out = await run(
+            agent([dest(mx)]), b"x\r\n", ["a@dest.test"], body_type=BodyType.EIGHTBITMIME
+        )
     assert statuses(out) == [D] and "BODY" not in mx.messages[0].mail_params
     async with Sink("127.0.0.2") as mx:
         await run(agent([dest(mx)]), body, ["a@dest.test"], body_type=BodyType.EIGHTBITMIME)

@@ -25,7 +25,7 @@ def test_implicit_tls_delivery(server: KittiwakeServer, mailbox: str) -> None:
         assert c.tls_version in ("TLSv1.2", "TLSv1.3")
         kw = c.ehlo().keywords
         assert "STARTTLS" not in kw
-        assert kw.get("AUTH", "").split() == ["PLAIN", "LOGIN"]
+        assert kw.get("AUTH", "").split() == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
         qid = queue_id(c.send_mail("s@client.test", [mailbox], message("smtps")).check(250))
         version = c.tls_version
     received = _received(server.wait_for_mail(mailbox)[0])

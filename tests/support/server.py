@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 45.0
 
 Overrides = dict[str, Any]
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,14 +59,27 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+def _toml_key(key: str) -> str:
+    """A bare key when TOML allows one, else quoted (``"example.net"`` is one key, not two)."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
 def to_toml(doc: dict[str, Any]) -> str:
-    """Enough TOML for a config: scalars and arrays on top, one level of tables."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    """Enough TOML for a config: scalars and arrays, tables and nested tables
+    (``[relay.tls_policies]``); keys that are domain names are quoted."""
+    return "\n".join(_toml_lines(doc, "")) + "\n"
+
+
+def _toml_lines(doc: dict[str, Any], prefix: str) -> list[str]:
+    lines = [
+        f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)
+    ]
     for name, table in doc.items():
         if isinstance(table, dict):
-            lines.append(f"\n[{name}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+            full = f"{prefix}.{_toml_key(name)}" if prefix else _toml_key(name)
+            lines.append(f"\n[{full}]")
+            lines += _toml_lines(table, full)
+    return lines
 
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+=-")

@@ -139,7 +139,7 @@ ROWS: list[tuple[str, dict[str, object], bytes, list[str]]] = [
     ("starttls-in-tx", {"starttls_available": True}, EHLO + MAIL + b"STARTTLS\r\n", ["250", "250 2.1.0", "503 5.5.1"]),
     # AUTH
     ("auth-unavailable", {}, EHLO + b"AUTH PLAIN\r\n", ["250", "502 5.5.1"]),
-    ("auth-needs-tls", {"auth_mechanisms": ("PLAIN",)}, EHLO + b"AUTH PLAIN\r\n", ["250", "530 5.7.0"]),
+    ("auth-needs-tls", {"auth_mechanisms": ("PLAIN",)}, EHLO + b"AUTH PLAIN\r\n", ["250", "538 5.7.11"]),
     ("auth-plain-initial", {"auth_mechanisms": ("PLAIN",), "auth_requires_tls": False}, EHLO + b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", ["250", "235 2.7.0"]),
     ("auth-lowercase-mech", {"auth_mechanisms": ("PLAIN",), "auth_requires_tls": False}, EHLO + b"auth plain =\r\n", ["250", "235 2.7.0"]),
     ("auth-unknown-mech", {"auth_mechanisms": ("PLAIN",), "auth_requires_tls": False}, EHLO + b"AUTH CRAM-MD5\r\n", ["250", "504 5.5.4"]),

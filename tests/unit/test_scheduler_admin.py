@@ -172,6 +172,19 @@ async def test_flush_forgets_dead_destinations(h: Harness) -> None:
     assert len(agent.calls) == 2 and await sched.list_queue() == []
 
 
+async def test_retry_overrides_the_dead_destination_cache(h: Harness) -> None:
+    agent = h.agents["smtp"] = FakeAgent(
+        "smtp", lambda a, n: (RecipientStatus.DEFERRED, BUSY), site_failure=True
+    )
+    sched = h.scheduler(dead_destination_ttl=3600)
+    m = await h.send(env("a@down.example"))
+    await h.idle()
+    deliver_all(agent)
+    assert await sched.retry(m.queue_id)  # the operator says "now": really try
+    await h.idle()
+    assert len(agent.calls) == 2 and await sched.list_queue() == []
+
+
 async def test_recovery_delivers_only_unfinished_recipients(tmp_path: Path) -> None:
     first = await Harness(tmp_path).open()
     assert first.store is not None

@@ -1,4 +1,5 @@
-"""The ``kittiwake`` command line: ``serve``, ``check-config``, ``version``, ``queue``, ``mailq``.
+"""The ``kittiwake`` command line: ``serve``, ``check-config``, ``version``, ``queue``, ``mailq``,
+``user``.
 
 Owns argument parsing, the exit codes (0 fine, 1 bad config in ``check-config``, 2 bad
 config or usage in ``serve``; ``queue``'s are in ``admin.queue_cli``) and the
@@ -17,6 +18,8 @@ import click
 
 from kittiwake import __version__
 from kittiwake.admin.queue_cli import mailq, queue
+from kittiwake.admin.sendmail import sendmail_command
+from kittiwake.admin.user_cli import user
 from kittiwake.config import ROLES, Config, load_config
 from kittiwake.errors import ConfigError
 from kittiwake.log import setup_logging
@@ -157,3 +160,5 @@ def version() -> None:
 
 main.add_command(queue)
 main.add_command(mailq)
+main.add_command(sendmail_command)
+main.add_command(user)

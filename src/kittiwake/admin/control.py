@@ -45,7 +45,7 @@ MAX_REQUEST = 4096  # octets in one request line
 IDLE_TIMEOUT = 60.0  # seconds a connection may sit without a request
 MAX_SUN_PATH = 107  # sockaddr_un.sun_path is 108 octets with its NUL (Linux)
 ID_OPS = ("show", "hold", "release", "delete", "retry", "bounce")
-OPS = ("list", "summary", "flush", *ID_OPS)
+OPS = ("list", "summary", "flush", "pickup", *ID_OPS)
 _FIELD = {"flush": "domain", **{op: "queue_id" for op in ID_OPS}}  # each op's one argument
 
 
@@ -92,8 +92,10 @@ class ControlServer:
         clock: Callable[[], float] = time.time,
         max_request: int = MAX_REQUEST,
         idle_timeout: float = IDLE_TIMEOUT,
+        on_pickup: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.on_pickup = on_pickup
         self.admin = admin
         self.clock = clock
         self.max_request = max_request
@@ -206,6 +208,11 @@ class ControlServer:
         if op == "summary":
             messages = [message_json(m) for m in await admin.list_queue()]
             return summarize(messages, self.clock())
+        if op == "pickup":  # sendmail dropped a file: scan the maildrop now
+            if self.on_pickup is None:
+                raise RequestError("no pickup service")
+            self.on_pickup()
+            return True
         if op == "flush":
             domain = _domain(request.get("domain"))
             count = await admin.flush(domain)

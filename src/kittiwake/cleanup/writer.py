@@ -29,11 +29,14 @@ single recipient, so that a Bcc list is never disclosed (RFC 5321 §7.2).
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from kittiwake.cleanup.expand import Expander, Fork
+from kittiwake.cleanup.rewrite import HeaderRewriter, RewriteSettings, Submission, is_submission
 from kittiwake.envelope import Envelope, Recipient, Reply, SessionInfo
 from kittiwake.errors import KittiwakeError, StoreError
 from kittiwake.queue.api import QueuedMessage, SpoolWriter, Store
@@ -203,6 +206,9 @@ class CleanupSink:
 
     ``max_hops`` (None: no check) counts the Received fields of what is written; with
     ``refuse_loops`` a message over the limit makes ``commit`` raise ``MessageRefused``.
+    A ``rewriter`` (submitted mail, RFC 6409 §8) fixes the header section on the way.
+    A ``fork`` (``cleanup.expand``: alias expansion) decides the recipients committed and
+    receives the same octets for a forwarded copy.
     """
 
     def __init__(
@@ -213,8 +219,12 @@ class CleanupSink:
         *,
         max_hops: int | None = None,
         refuse_loops: bool = True,
+        rewriter: HeaderRewriter | None = None,
+        fork: Fork | None = None,
     ) -> None:
         self._store = store
+        self._fork = fork
+        self._rewriter = rewriter
         self._writer = writer
         self._envelope = envelope
         self._committed = False
@@ -242,9 +252,15 @@ class CleanupSink:
         return self._writer.size
 
     def write(self, data: bytes) -> None:
+        if self._rewriter is not None:
+            data = self._rewriter.feed(data)
+            if not data:
+                return
         if self._hops is not None and not self._hops.done:
             self._hops.feed(data)
         self._writer.write(data)
+        if self._fork is not None:
+            self._fork.write(data)
 
     async def commit(self, envelope: Envelope | None = None) -> QueuedMessage:
         """Make the message durable; returns only after the store's fsyncs. ``envelope``
@@ -252,10 +268,16 @@ class CleanupSink:
         dropped) for a mail loop when this sink refuses loops."""
         if self._committed:
             raise StoreError(f"{self.queue_id}: committed twice")
+        if self._rewriter is not None and not self._rewriter.done:
+            self.write(self._rewriter.finish())
         if self._refuse and self.hops_exceeded:
-            self._writer.abort()
+            self.abort()
             raise MessageRefused(self.queue_id, TOO_MANY_HOPS)
-        message = await self._store.commit(self._writer, envelope or self._envelope)
+        env = envelope or self._envelope
+        if self._fork is not None:  # alias expansion; a forwarded copy is committed first
+            message = await self._fork.commit(self._store, self._writer, env)
+        else:
+            message = await self._store.commit(self._writer, env)
         self._committed = True
         return message
 
@@ -263,6 +285,8 @@ class CleanupSink:
         """Forget the message; idempotent, and a no-op once ``commit`` has succeeded."""
         if not self._committed:
             self._writer.abort()
+            if self._fork is not None:
+                self._fork.abort()
 
 
 class Cleanup:
@@ -270,6 +294,9 @@ class Cleanup:
 
     ``clock`` returns the time stamp for the trace header (default: local now).
     ``max_hops`` is the Received count above which a message is a loop (None: no check).
+    ``rewrite`` (None: never) fixes the headers of submitted mail (``cleanup.rewrite``).
+    ``expander`` (None: none) expands aliases at commit (``cleanup.expand``); a forwarded
+    copy it commits goes to ``on_forward`` (the scheduler's ``submit``).
     """
 
     def __init__(
@@ -279,8 +306,14 @@ class Cleanup:
         *,
         clock: Callable[[], datetime] | None = None,
         max_hops: int | None = MAX_HOPS,
+        rewrite: RewriteSettings | None = None,
+        expander: Expander | None = None,
+        on_forward: Callable[[QueuedMessage], None] | None = None,
     ) -> None:
         self.store = store
+        self.expander = expander
+        self.on_forward = on_forward
+        self.rewrite = rewrite
         self.hostname = hostname
         self._clock = clock
         self.max_hops = max_hops
@@ -288,46 +321,89 @@ class Cleanup:
     def begin(self, session: SessionInfo, envelope: Envelope) -> CleanupSink:
         """At the start of the body: ``envelope`` must hold every accepted recipient."""
         writer = self.store.new_message()
-        try:
-            writer.write(
-                received_header(
-                    session,
-                    envelope.recipients,
-                    writer.queue_id,
-                    self.hostname,
-                    self._now(),
-                    smtputf8=envelope.smtputf8,
-                )
+
+        def header(queue_id: str) -> bytes:
+            return received_header(
+                session,
+                envelope.recipients,
+                queue_id,
+                self.hostname,
+                self._now(),
+                smtputf8=envelope.smtputf8,
             )
+
+        try:
+            writer.write(header(writer.queue_id))
+            fork = self._fork(envelope, header)  # alias expansion (a forwarded copy's spool)
         except BaseException:
             writer.abort()
             raise
-        return CleanupSink(self.store, writer, envelope, max_hops=self.max_hops)
+        rewriter = self._rewriter(writer.queue_id, None) if is_submission(session) else None
+        return CleanupSink(
+            self.store, writer, envelope, max_hops=self.max_hops, rewriter=rewriter, fork=fork
+        )
 
-    def begin_local(self, envelope: Envelope) -> CleanupSink:
+    def begin_local(
+        self, envelope: Envelope, *, submission: Submission | None = None
+    ) -> CleanupSink:
         """For mail generated here, with no SMTP session (notices, local injection): the
         trace field is ``Received: by <hostname> (Kittiwake) id <qid>; <date>`` (RFC 5321
         §4.4 allows the from clause to be absent). Loops are counted, never refused: see
-        ``CleanupSink.hops_exceeded``."""
+        ``CleanupSink.hops_exceeded``. A ``submission`` (``sendmail`` via pickup) is
+        rewritten like submitted mail, and its uid named in the trace field."""
         writer = self.store.new_message()
+        uid = submission.uid if submission is not None else None
         try:
-            writer.write(local_received_header(writer.queue_id, self.hostname, self._now()))
+            header = functools.partial(
+                local_received_header, hostname=self.hostname, now=self._now(), uid=uid
+            )
+            writer.write(header(writer.queue_id))
+            fork = self._fork(envelope, header)
         except BaseException:
             writer.abort()
             raise
-        return CleanupSink(self.store, writer, envelope, max_hops=self.max_hops, refuse_loops=False)
+        rewriter = None if submission is None else self._rewriter(writer.queue_id, submission)
+        return CleanupSink(
+            self.store,
+            writer,
+            envelope,
+            max_hops=self.max_hops,
+            refuse_loops=False,
+            rewriter=rewriter,
+            fork=fork,
+        )
+
+    def _fork(self, envelope: Envelope, header: Callable[[str], bytes]) -> Fork | None:
+        if self.expander is None:
+            return None
+        return Fork(self.expander, self.store, envelope, header, self.on_forward)
+
+    def _rewriter(self, queue_id: str, submission: Submission | None) -> HeaderRewriter | None:
+        if self.rewrite is None:
+            return None
+        return HeaderRewriter(
+            self.rewrite,
+            queue_id=queue_id,
+            hostname=self.hostname,
+            now=self._now(),
+            submission=submission,
+        )
 
     def _now(self) -> datetime | None:
         return self._clock() if self._clock else None
 
 
-def local_received_header(queue_id: str, hostname: str, now: datetime | None = None) -> bytes:
-    """``Received: by <hostname> (Kittiwake) id <qid>; <date>``, folded, CRLF-ended."""
+def local_received_header(
+    queue_id: str, hostname: str, now: datetime | None = None, *, uid: int | None = None
+) -> bytes:
+    """``Received: by <hostname> (Kittiwake) id <qid>; <date>``, folded, CRLF-ended; with
+    ``uid`` the comment reads ``(Kittiwake, from userid <uid>)`` (as Postfix's pickup)."""
     host = _TOKEN_RE.sub("", hostname)[:255] or "localhost"
+    comment = "Kittiwake" if uid is None else f"Kittiwake, from userid {int(uid)}"
     when = now if now is not None else datetime.now()
     if when.tzinfo is None:
         when = when.astimezone()
     return (
-        f"Received: by {host} (Kittiwake) id {_TOKEN_RE.sub('', queue_id)};\r\n"
+        f"Received: by {host} ({comment}) id {_TOKEN_RE.sub('', queue_id)};\r\n"
         f"\t{email.utils.format_datetime(when)}\r\n"
     ).encode()

@@ -143,6 +143,9 @@ class SmtpAgent:
         await self.pool.close()
 
 
+PEER_REPLY_KINDS = frozenset({"refused", "closed"})  # SessionErrors carrying the peer's reply
+
+
 class _Delivery:
     """The state of one ``deliver()`` call."""
 
@@ -257,7 +260,8 @@ class _Delivery:
 
     def _session_failed(self, dest: Destination, exc: SessionError) -> None:
         self.last = exc.reply
-        self.last_remote = remote_name(dest)
+        # RFC 3464 §2.3.5: Remote-MTA only when that MTA issued the diagnostic.
+        self.last_remote = remote_name(dest) if exc.kind in PEER_REPLY_KINDS else None
         log.info("%s: %s", self.qid, exc.reply.text if exc.kind != "refused" else exc.reply)
 
     def _release(self, sess: ClientSession) -> None:
@@ -284,8 +288,20 @@ class _Delivery:
                 self._finish(index, RecipientStatus.BOUNCED, problem, remote)
             self._release(sess)
             return endpoint
-        if self.message.envelope.body_type is BodyType.EIGHTBITMIME and not caps.eightbitmime:
-            log.info("%s: 8-bit content to %s without 8BITMIME, sent as is", self.qid, sess.name)
+        if (
+            self.message.envelope.body_type is BodyType.EIGHTBITMIME
+            and not caps.eightbitmime
+            and await self.body.has_8bit()
+        ):
+            # RFC 6152 §3: never send 8-bit data to a peer without 8BITMIME; we do not
+            # downgrade to 7-bit MIME (yet), so this is a permanent failure for this host.
+            problem = Reply(
+                554, "5.6.3", f"8-bit message, but host {sess.name} does not offer 8BITMIME"
+            )
+            for index in list(self.pending):
+                self._finish(index, RecipientStatus.BOUNCED, problem, None)
+            self._release(sess)
+            return endpoint
         mail = plan_mail(self.message, caps)
         batch = list(self.pending.values())
         while batch:

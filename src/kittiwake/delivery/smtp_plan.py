@@ -8,8 +8,8 @@ capabilities are known:
   without it → 5.6.7 (RFC 6531 §3.4), a message over the peer's SIZE → 5.3.4 (RFC 1870 §6),
   BINARYMIME to a peer without CHUNKING+BINARYMIME → 5.6.3 (RFC 3030 §3).
 * ``plan_mail``/``plan_recipients`` — MAIL and RCPT parameters: SIZE when offered, BODY
-  when the peer understands it (8-bit content to a peer without 8BITMIME is sent anyway,
-  as Postfix does), RET/ENVID and NOTIFY/ORCPT only to a DSN peer (RFC 3461 §5.2).
+  when the peer understands it (8-bit content to a peer without 8BITMIME bounces 5.6.3,
+  RFC 6152 §3), RET/ENVID and NOTIFY/ORCPT only to a DSN peer (RFC 3461 §5.2).
 * ``recipient_replies`` — the reply that decides each recipient (RFC 5321 §3.3 and
   RFC 2033 §4.2: MAIL refusal → everyone; RCPT refusal → that one; DATA/BDAT refusal or
   the final reply → every accepted one; LMTP → one final reply each).

@@ -60,6 +60,18 @@ class BodySource:
             return None, data
         return f, data
 
+    async def has_8bit(self) -> bool:
+        """Whether any octet of the content is >= 0x80 (read in a worker thread)."""
+
+        def scan() -> bool:
+            with self._open_body() as f:
+                while chunk := f.read(self._chunk):
+                    if not chunk.isascii():
+                        return True
+            return False
+
+        return await asyncio.to_thread(scan)
+
     def prefetch(self) -> None:
         """Start reading the first chunk now (in a thread), while the session is set up."""
         if not self._opened:

@@ -5,6 +5,11 @@ open relay: with no ``relay.mynetworks``, no ``[transport]`` table and nobody
 authenticated, only local mailboxes are accepted. Rules for ``RCPT TO:<address>``, in order:
 
 1. the bare ``<postmaster>`` is always accepted (RFC 5321 §4.1.1.3);
+1a. with an address directory (``AddressBook``, i.e. ``addressing.Directory``), an SRS
+   address in our SRS domain is decided by its hash and age alone, from anyone: a valid one
+   is accepted although it will be relayed outside (it is a bounce coming back to the
+   sender we forwarded for — SRS exists for exactly that), an invalid or expired one is
+   refused ``550 5.1.1``;
 2. a recipient whose local part carries routing — ``%`` (the percent hack), ``!`` (a bang
    path) or ``@`` (``"user@other"@here``) after unquoting — in a domain we accept mail for
    is refused ``554 5.7.1`` unless the client may relay anyway (rule 5). We never route on
@@ -17,8 +22,10 @@ authenticated, only local mailboxes are accepted. Rules for ``RCPT TO:<address>`
    accepted from anyone, except that an ``error:`` transport refuses at once with its own
    reply (better than accepting and bouncing: no backscatter), and a ``local`` one goes on
    to the mailbox check;
-4. a local domain: accepted when the mailbox exists, else ``550 5.1.1`` — postmaster is
-   always a mailbox (RFC 5321 §4.5.1);
+4. a local domain (with a directory also a virtual domain, or an address literal of one
+   of our own IP addresses): accepted when the mailbox exists — with a directory, also an
+   alias, a sub-address or a catch-all (``addressing.directory`` says how) — else
+   ``550 5.1.1``; postmaster is always a mailbox (RFC 5321 §4.5.1);
 5. any other domain is relayed only for a client in ``relay.mynetworks`` or an
    authenticated session (RFC 6409 §5, RFC 5321 §3.6.2: relaying is a local decision);
 6. else ``554 5.7.1 Relay access denied``.
@@ -29,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kittiwake.envelope import Recipient, Reply, SessionInfo
 from kittiwake.net.dns import to_ascii
@@ -50,6 +57,17 @@ _ERROR_RE = re.compile(r"(?:(?P<enhanced>[45]\.\d{1,3}\.\d{1,3})(?: |$))?(?P<tex
 class Mailboxes(Protocol):
     def is_local_domain(self, domain: str) -> bool: ...
     def lookup(self, address: str) -> str | None: ...
+
+
+@runtime_checkable
+class AddressBook(Protocol):
+    """Mailboxes with aliases and SRS (``addressing.Directory``): pass one as ``mailboxes``
+    and rules 1a and 4 use it."""
+
+    def is_local_domain(self, domain: str) -> bool: ...
+    def lookup(self, address: str) -> str | None: ...
+    def is_srs(self, address: str) -> bool: ...
+    def check(self, address: str) -> Reply | None: ...
 
 
 def unquote_local(local: str) -> str:
@@ -97,6 +115,7 @@ class Recipients:
         relay_authenticated: bool = True,
     ) -> None:
         self.mailboxes = mailboxes
+        self.book = mailboxes if isinstance(mailboxes, AddressBook) else None
         self.relay_domains = {d.lower().rstrip("."): t for d, t in relay_domains.items()}
         self.relay_domains.pop("", None)
         self.mynetworks = mynetworks
@@ -124,6 +143,8 @@ class Recipients:
         address = recipient.address
         if "@" not in address:  # <postmaster> without a domain (RFC 5321 §4.1.1.3)
             return ACCEPT if address.lower() == "postmaster" else NO_SUCH_USER
+        if self.book is not None and self.book.is_srs(address):
+            return _answer(self.book.check(address), "srs")
         domain = _normalize(recipient.domain)
         transport = self.transport_for(domain)
         local_domain = self.mailboxes.is_local_domain(domain)
@@ -138,7 +159,15 @@ class Recipients:
                 return Verdict(Action.REJECT, error_reply(nexthop), "error transport")
             if kind.strip().lower() != "local":
                 return ACCEPT  # a relay domain: the next hop decides about mailboxes
+        if self.book is not None:
+            return _answer(self.book.check(address), "directory")
         return ACCEPT if self.mailboxes.lookup(address) is not None else NO_SUCH_USER
+
+
+def _answer(reply: Reply | None, reason: str) -> Verdict:
+    if reply is None:
+        return ACCEPT
+    return Verdict(Action.REJECT if reply.is_permanent else Action.TEMPFAIL, reply, reason)
 
 
 # The 0.1 name: ``LocalRecipients(mailboxes)`` is the local-only check (no relaying at all).

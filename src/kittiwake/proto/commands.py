@@ -357,7 +357,7 @@ class CommandInterpreter(Core):
             self._error(replies.AUTH_NOT_AVAILABLE)
             return
         if cfg.auth_requires_tls and not self._tls:
-            self._error(replies.TLS_REQUIRED)
+            self._error(replies.AUTH_NEEDS_TLS)  # RFC 4954 §6: 538 5.7.11
             return
         if self._auth_identity is not None:
             self._error(replies.ALREADY_AUTHENTICATED)  # RFC 4954 §4

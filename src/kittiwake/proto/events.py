@@ -54,7 +54,7 @@ class ProtoConfig:
     bare_linefeed: BareLinefeedPolicy = BareLinefeedPolicy.NORMALIZE
     starttls_available: bool = False  # a TLS context exists for this listener
     auth_mechanisms: tuple[str, ...] = ()  # offered mechanisms, e.g. ("PLAIN", "LOGIN")
-    auth_requires_tls: bool = True  # offer/accept AUTH only inside TLS (RFC 4954 §4)
+    auth_requires_tls: bool = True  # AUTH only inside TLS; before it 538 5.7.11 (RFC 4954 §6)
     require_tls: bool = False  # before TLS: 530 5.7.0 but to NOOP/EHLO/STARTTLS/QUIT (RFC 3207 §4)
     vrfy_enabled: bool = True  # VRFY answers 252; False → 502
     expn_enabled: bool = False  # EXPN answers 502 by default (RFC 5321 §3.5.2 allows it)

@@ -85,6 +85,8 @@ ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
 TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 5321 §3.3
 TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 §4
+# RFC 4954 §6: AUTH on a listener that offers it only under TLS, before STARTTLS.
+AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
 
 # ------------------------------------------------------------------------ limits, content
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")  # RFC 1870
@@ -98,4 +100,4 @@ TOO_MANY_COMMANDS = Reply(421, "4.7.0", "Too many commands, closing connection")
 HTTP_REFUSED = Reply(421, "4.7.0", "This is an SMTP server, not HTTP; closing connection")
 
 # Core replies that count toward ``max_bad_commands`` (syntax and sequence errors).
-COUNTED_CODES = frozenset({500, 501, 502, 503, 504, 530, 555})
+COUNTED_CODES = frozenset({500, 501, 502, 503, 504, 530, 538, 555})

@@ -39,7 +39,7 @@ Semantics worth knowing:
 * The transaction ends (state GREETED) after a BodyEnd is answered or failed, and after a
   rejected DataStart; a ``Reset`` notice marks every end that is not a BodyEnd.
 * Bare LF in a command line: the line is refused with 500 5.5.2 (never a line end).
-* ``bad_command_count`` counts core 500/501/502/503/504/530/555 replies and failed AUTH
+* ``bad_command_count`` counts core 500/501/502/503/504/530/538/555 replies and failed AUTH
   (a driver ``reject`` of AuthStart/AuthResponse, or ``*``); over ``max_bad_commands`` the
   core adds ``421 4.7.0`` and a ``Closing`` notice. Over ``max_commands`` commands: 421.
 * A BDAT with an unparsable size gets 501 and its octets are read as commands (their size

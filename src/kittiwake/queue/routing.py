@@ -102,6 +102,9 @@ def normalize_domain(domain: str) -> str:
         return text
 
 
+ROUTE_CACHE_SIZE = 10_000  # domains; routing runs for every recipient of every attempt
+
+
 class Router:
     """``router.route("user@example.com") -> Route``; also callable like that.
 
@@ -131,6 +134,7 @@ class Router:
             self._table[("." if sub else "") + domain] = route
         self._local = {normalize_domain(d) for d in local_domains}
         self._smarthost: Route | None = None
+        self._cache: dict[str, Route] = {}  # raw domain → its route
         if smarthost:
             text = smarthost.strip()
             route = parse_transport(text if text.lower().startswith("smtp:") else "smtp:" + text)
@@ -153,6 +157,14 @@ class Router:
         _, at, raw_domain = address.rpartition("@")
         if not at or not raw_domain:
             return LOCAL_ROUTE  # "postmaster" and other bare local parts (RFC 5321 §4.5.1)
+        cached = self._cache.get(raw_domain)
+        if cached is None:
+            if len(self._cache) >= ROUTE_CACHE_SIZE:
+                self._cache.clear()  # the table is fixed: a crude bound is enough
+            cached = self._cache[raw_domain] = self._route_domain(raw_domain)
+        return cached
+
+    def _route_domain(self, raw_domain: str) -> Route:
         domain = normalize_domain(raw_domain)
         if not domain.startswith("["):
             route = self._from_table(domain)

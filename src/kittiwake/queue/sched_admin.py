@@ -11,8 +11,9 @@ from outside; the store vets ids (``is_queue_id``) and binds every value.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus
+from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus, Route
 from kittiwake.queue.sched_clock import Clock
 from kittiwake.queue.sched_dispatch import Dispatcher
 from kittiwake.queue.sched_jobs import Timers, Visit
@@ -34,6 +35,7 @@ dlog = logging.getLogger("kittiwake.delivery")
 class SchedulerAdmin:
     store: SQLiteStore
     settings: SchedulerSettings
+    router: Callable[[str], Route]
     clock: Clock
     _running: bool
     _queued: set[str]
@@ -105,10 +107,14 @@ class SchedulerAdmin:
         return True
 
     async def retry(self, queue_id: str) -> bool:
-        """Try this message's deferred recipients now. False if it is unknown or held."""
+        """Try this message's deferred recipients now — an operator's "now" also overrides
+        the dead-destination cache for its routes. False if it is unknown or held."""
         message = await self.store.get(queue_id)
         if message is None or message.held:
             return False
+        for r in message.recipients:
+            if r.status in LIVE:
+                self._jobs.dead.pop(self.router(r.address).key, None)
         await self.store.make_due(queue_id=queue_id)
         self._enqueue(queue_id)
         return True

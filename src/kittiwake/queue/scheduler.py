@@ -76,6 +76,9 @@ qlog = logging.getLogger("kittiwake.queue")
 dlog = logging.getLogger("kittiwake.delivery")
 
 
+LOAD_BATCH = 64  # deferred messages read from the store per database call
+
+
 class Scheduler(SchedulerAdmin):
     """Schedules the queue's mail: ``start()``, ``await recover()``, ``submit()`` each new
     message, ``await stop()``. ``clock``/``sleep`` (and ``rng``, for the jitter) are
@@ -253,22 +256,41 @@ class Scheduler(SchedulerAdmin):
             if isinstance(item, QueuedMessage):
                 self._visit(item)
                 continue
-            self._loading.add(item)
-            try:
-                message = await self.store.get(item)
-            except Exception:
-                qlog.exception("%s: cannot read it from the queue; will retry", item)
-                self._timers.set(item, self.clock() + self.settings.retry_first)
-                message = None
-            finally:
-                self._loading.discard(item)
+            # Deferred mail is known by id only: load a batch of it in one database call
+            # (one query per message queued behind the group commits was the drain's
+            # bottleneck), then visit each.
+            batch = [item]
+            self._loading.add(item)  # counts against active_limit in _take()
+            while len(batch) < LOAD_BATCH:
+                more = self._take()
+                if more is None:
+                    break
+                if isinstance(more, QueuedMessage):
+                    self._visit(more)
+                    continue
+                batch.append(more)
+                self._loading.add(more)
+            await self._load(batch)
+
+    async def _load(self, batch: list[str]) -> None:
+        try:
+            found = await self.store.get_many(batch)
+        except Exception:
+            qlog.exception("%d message(s): cannot read them from the queue; will retry", len(batch))
+            for qid in batch:
+                self._timers.set(qid, self.clock() + self.settings.retry_first)
+            found = {}
+        finally:
+            self._loading.difference_update(batch)
+        for qid in batch:
+            message = found.get(qid)
             if message is not None and not message.held:
-                self._again.discard(item)
+                self._again.discard(qid)
                 self._visit(message)
-            elif item in self._again:
-                self._again.discard(item)
-                self._enqueue(item)
-            self._touch()
+            elif qid in self._again:
+                self._again.discard(qid)
+                self._enqueue(qid)
+        self._touch()
 
     # -- one visit: route the due recipients, queue one job per destination -----------------
 

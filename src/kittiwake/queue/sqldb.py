@@ -274,6 +274,11 @@ class QueueDB:
         found = self._load("m.queue_id = ?", (queue_id,))
         return found[0] if found else None
 
+    def get_many(self, queue_ids: Sequence[str]) -> list[QueuedMessage]:
+        """The messages that exist among ``queue_ids`` (one query; at most a few hundred)."""
+        marks = ",".join("?" * len(queue_ids))
+        return self._load(f"m.queue_id IN ({marks})", tuple(queue_ids))
+
     def all(self) -> list[QueuedMessage]:
         """Every message, held ones and ones waiting only for a notice included."""
         return self._load("1", ())

@@ -236,6 +236,15 @@ class SQLiteStore(StoreAdmin):
             return None
         return await self._in_db(lambda: self._conn().get(queue_id))
 
+    async def get_many(self, queue_ids: Sequence[str]) -> dict[str, QueuedMessage]:
+        """Several messages in one database call (the scheduler loads deferred mail in
+        batches: one thread hop and one query instead of one per message)."""
+        ids = [q for q in queue_ids if is_queue_id(q)]
+        if not ids:
+            return {}
+        found = await self._in_db(lambda: self._conn().get_many(ids))
+        return {m.queue_id: m for m in found}
+
     async def held(self) -> dict[str, str]:
         """Queue ids kept but not offered for delivery, with the reason (admin use)."""
         return await self._in_db(lambda: self._conn().held())

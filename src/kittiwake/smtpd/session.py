@@ -20,7 +20,7 @@ from kittiwake.errors import KittiwakeError
 from kittiwake.policy import Action, PolicyChain, Verdict
 from kittiwake.proto import events as ev
 from kittiwake.proto.server import ServerConnection
-from kittiwake.smtpd.auth import Authenticator, SaslExchange
+from kittiwake.smtpd.auth import Authenticated, Authenticator, AuthExchange
 from kittiwake.smtpd.intake import Intake, IntakeSink, QueuedNotice
 
 log = logging.getLogger("kittiwake.smtpd")
@@ -30,7 +30,6 @@ TIMEOUT_REPLY = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 SHUTDOWN_REPLY = Reply(421, "4.3.2", "Service shutting down, try again later")
 TEMP_STORE_FAILURE = Reply(451, "4.3.0", "Temporary failure storing the message, try again")
 RECIPIENT_NOT_PLACED = Reply(554, "5.7.1", "Relay access denied")
-AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")
 
 
@@ -59,12 +58,15 @@ class Session:
         settings: ListenerSettings,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        client: tuple[str, int] | None = None,
     ) -> None:
+        """``client``: the client's (address, port) when a PROXY header gave it; every
+        check, log line and trace header then uses it instead of the socket's peer."""
         self.settings = settings
         self.reader = reader
         self.writer = writer
         self.conn = ServerConnection(settings.proto, tls=settings.implicit_tls)
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        peer = client or writer.get_extra_info("peername") or ("?", 0)
         local = writer.get_extra_info("sockname") or ("?", 0)
         self.info = SessionInfo(
             client_ip=str(peer[0]),
@@ -81,7 +83,7 @@ class Session:
         self._mail: ev.MailFrom | None = None
         self._recipients: list[Recipient] = []
         self._sink: IntakeSink | None = None
-        self._sasl: SaslExchange | None = None
+        self._sasl: AuthExchange | None = None
         self.messages = 0
 
     # ------------------------------------------------------------------ the loop
@@ -228,7 +230,8 @@ class Session:
             declared_size=mail.size,
             ret=mail.ret,
             envid=mail.envid,
-            auth=mail.auth,
+            # RFC 4954 §5: the AUTH= we keep (and pass on) depends on who authenticated
+            auth=self.settings.authenticator.submitter(self.info.auth_user, mail.auth, mail.sender),
         )
 
     def _on_data_start(self) -> None:
@@ -321,31 +324,27 @@ class Session:
     # ---------------------------------------------------------------------- AUTH
 
     async def _on_auth_start(self, event: ev.AuthStart) -> None:
-        self._sasl = SaslExchange(event.mechanism)
-        await self._auth_result(self._sasl.start(event.initial))
+        self._sasl = self.settings.authenticator.begin(event.mechanism, self.info.client_ip)
+        self._auth_result(await self._sasl.start(event.initial))
 
     async def _on_auth_step(self, data: bytes) -> None:
         if self._sasl is None:
             self.conn.reject(AUTH_MALFORMED)
             return
-        await self._auth_result(self._sasl.step(data))
+        self._auth_result(await self._sasl.step(data))
 
-    async def _auth_result(self, result: bytes | tuple[str, str] | None) -> None:
+    def _auth_result(self, result: bytes | Authenticated | Reply) -> None:
+        """A challenge (334), success (235) or the failure reply (smtpd.auth decides)."""
         if isinstance(result, bytes):
             self.conn.auth_challenge(result)
             return
         self._sasl = None
-        if result is None:
-            self.conn.reject(AUTH_MALFORMED)
+        if isinstance(result, Reply):
+            self.conn.reject(result)
             return
-        username, password = result
-        if await self.settings.authenticator.check(username, password):
-            self.info = replace(self.info, auth_user=username)
-            self.conn.auth_success(username)
-            log.info("authenticated %s as %s", self.info.client_ip, username)
-        else:
-            log.info("authentication failed from %s", self.info.client_ip)
-            self.conn.reject(AUTH_FAILED)
+        self.info = replace(self.info, auth_user=result.user)
+        self.conn.auth_success(result.user)
+        log.info("authenticated %s as %s", self.info.client_ip, result.user)
 
     # --------------------------------------------------------------------- helpers
 

@@ -1,0 +1,182 @@
+"""Alias expansion at enqueue time: the recipients the queue stores, and the forwarded copy.
+
+Owns ``Expander`` (``expand(envelope) -> Expansion``) and ``Fork`` (the forwarded copy of a
+message being received), which ``cleanup.writer`` uses; the resolution rules themselves are
+``addressing.Directory``'s.
+For each envelope recipient (design.md: cleanup "expands aliases, resolves each recipient
+to a route"):
+
+- an address that resolves to itself (a mailbox, a relayed outside address) is kept as the
+  client sent it, NOTIFY and ORCPT untouched;
+- an address that expands (alias, catch-all, SRS address) is replaced by its targets: new
+  ``Recipient`` values carrying the original's NOTIFY, and its ORCPT — or, when the client
+  gave none, ``rfc822;<original>`` (RFC 3461 §4.2: the original recipient, so a DSN can name
+  what the sender wrote; §5.2.7.2 asks for the parameters to be propagated). For a
+  multiple-recipient alias NOTIFY is propagated as it is, SUCCESS included: the sender gets
+  one notice per target rather than RFC 3461 §5.2.7.3(c)'s single "expanded" notice;
+- an address refused by the directory (only possible for mail that skipped RCPT: notices,
+  local injection) is kept as it is; delivery reports it;
+- duplicates are dropped (case-blind), first one wins.
+
+**Forwarding and SRS.** An outside target reached through an alias or SRS address needs an
+envelope sender that the next hop's SPF check accepts: ``Directory.forward_sender``
+(``SRS0=…@<srs.domain>``; ``<>`` stays ``<>``). Those recipients go into a second queued
+message — the same body, that sender — the way Postfix's local(8) re-injects forwarded
+mail; everything else stays in the message the client is told about (the 250 names its
+queue id). When every recipient is forwarded there is only the one message, under the SRS
+sender. ``cleanup.writer`` writes the body into both spool files as it streams and commits
+the forwarded copy FIRST: a crash between the two commits leaves the copy queued and the
+client without a 250, so the client retries and the forward target may get the message
+twice — a duplicate, never a loss.
+
+Security: decides which copies leave the machine and under which sender.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kittiwake.addressing.directory import Directory, TargetKind, address_key
+from kittiwake.envelope import Envelope, Recipient
+from kittiwake.errors import StoreError
+from kittiwake.queue.api import QueuedMessage, SpoolWriter, Store
+
+log = logging.getLogger("kittiwake.cleanup")
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """``envelope``: the message under the original sender (None: nothing stays in it);
+    ``forward``: the copy under the SRS sender (None: no copy)."""
+
+    envelope: Envelope | None
+    forward: Envelope | None
+
+    @property
+    def copy_needed(self) -> bool:
+        """Two messages: the forwarded copy needs a spool file of its own."""
+        return self.envelope is not None and self.forward is not None
+
+
+def original_recipient(address: str) -> str | None:
+    """ORCPT for ``address`` (RFC 3461 §4.2 ``rfc822;addr``); None for a non-ASCII address
+    (its ``utf-8`` form, RFC 6533 §3, is not something our ORCPT parser takes back)."""
+    if not address.isascii() or any(c < "!" or c == "\x7f" for c in address):
+        return None
+    return f"rfc822;{address}"
+
+
+class Expander:
+    """``Expander(directory).expand(envelope)``; see the module docstring."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    def expand(self, envelope: Envelope) -> Expansion:
+        directory = self.directory
+        srs_sender = directory.forward_sender(envelope.sender)
+        kept: list[Recipient] = []
+        forwarded: list[Recipient] = []
+        seen: set[str] = set()
+
+        def add(into: list[Recipient], rcpt: Recipient) -> None:
+            key = address_key(rcpt.address)
+            if key not in seen:
+                seen.add(key)
+                into.append(rcpt)
+
+        for rcpt in envelope.recipients:
+            resolution = directory.resolve(rcpt.address)
+            targets = resolution.targets if resolution.accepted else ()
+            if not targets or (
+                len(targets) == 1
+                and not targets[0].forwarded
+                and targets[0].address == rcpt.address
+            ):
+                add(kept, rcpt)
+                continue
+            orcpt = rcpt.orcpt or original_recipient(rcpt.address)
+            for target in targets:
+                new = Recipient(target.address, notify=rcpt.notify, orcpt=orcpt)
+                outside = target.kind is TargetKind.EXTERNAL and target.forwarded
+                add(forwarded if outside and srs_sender != envelope.sender else kept, new)
+        main = dataclasses.replace(envelope, recipients=tuple(kept)) if kept else None
+        copy = (
+            dataclasses.replace(envelope, sender=srs_sender, recipients=tuple(forwarded))
+            if forwarded
+            else None
+        )
+        if main is None and copy is None:  # no recipients at all: leave it to the store
+            main = envelope
+        return Expansion(main, copy)
+
+
+class Fork:
+    """One message's expansion while it is received: the spool file of the forwarded copy
+    (when there is one) gets every octet the message's own spool gets, and ``commit``
+    commits the copy first, then the message (module docstring). ``header(queue_id)`` is
+    the copy's own trace field; ``on_forward`` receives the committed copy (the
+    scheduler's ``submit``)."""
+
+    def __init__(
+        self,
+        expander: Expander,
+        store: Store,
+        envelope: Envelope,
+        header: Callable[[str], bytes],
+        on_forward: Callable[[QueuedMessage], None] | None,
+    ) -> None:
+        self._expander = expander
+        self._on_forward = on_forward
+        self._committed = False
+        self._copy: SpoolWriter | None = None
+        if expander.expand(envelope).copy_needed:
+            copy = store.new_message()
+            try:
+                copy.write(header(copy.queue_id))
+            except BaseException:
+                copy.abort()
+                raise
+            self._copy = copy
+
+    def write(self, data: bytes) -> None:
+        if self._copy is not None:
+            self._copy.write(data)
+
+    def abort(self) -> None:
+        """Drop the copy's spool unless it is committed (then it is queued mail)."""
+        if self._copy is not None and not self._committed:
+            self._copy.abort()
+
+    async def commit(self, store: Store, writer: SpoolWriter, envelope: Envelope) -> QueuedMessage:
+        expansion = self._expander.expand(envelope)
+        if expansion.copy_needed and self._copy is None:
+            raise StoreError(f"{writer.queue_id}: recipients changed after begin (no copy spool)")
+        if not expansion.copy_needed and self._copy is not None:
+            self._copy.abort()
+            self._copy = None
+        if self._copy is not None and expansion.envelope and expansion.forward:
+            copy = await store.commit(self._copy, expansion.forward)
+            self._committed = True
+            _log(writer.queue_id, copy.queue_id, expansion.forward)
+            if self._on_forward is not None:
+                self._on_forward(copy)
+            return await store.commit(writer, expansion.envelope)
+        final = expansion.envelope or expansion.forward
+        assert final is not None  # expand() always leaves one of them
+        if expansion.forward is not None:
+            _log(writer.queue_id, writer.queue_id, expansion.forward)
+        return await store.commit(writer, final)
+
+
+def _log(queue_id: str, copy_id: str, forward: Envelope) -> None:
+    log.info(
+        "%s: forwarded as %s to %d recipient(s), from=<%s>",
+        queue_id,
+        copy_id,
+        len(forward.recipients),
+        forward.sender,
+    )
