@@ -62,3 +62,21 @@ def test_rule_table_catches_a_violation() -> None:
     """The checker itself works: ``app`` imports smtpd, which ``smtpd``'s rule would forbid."""
     app_imports = _imports("")["app.py"]
     assert any(name.startswith("kittiwake.smtpd") for name in app_imports)
+
+
+def test_scheduler_sees_only_the_store_protocol() -> None:
+    """The scheduler works on ``queue.api.QueueStore``, so a PostgreSQL backend can serve it."""
+    backend = (
+        "kittiwake.queue.sqlite",
+        "kittiwake.queue.sqldb",
+        "kittiwake.queue.sqladmin",
+        "kittiwake.queue.sqlbatch",
+        "sqlite3",
+    )
+    imports = _imports("queue")
+    scheduler_modules = [m for m in imports if m.split("/")[-1].startswith(("sched", "scheduler"))]
+    assert scheduler_modules
+    bad = [
+        f"{m} imports {name}" for m in scheduler_modules for name in imports[m] if name in backend
+    ]
+    assert not bad, bad

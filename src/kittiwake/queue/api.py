@@ -10,14 +10,23 @@ and the metadata are fsynced; the caller says 250 after that and never before.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus
 from kittiwake.envelope import Envelope
 
-__all__ = ["Outcome", "QueuedMessage", "RecipientStatus", "SpoolWriter", "Store"]
+__all__ = [
+    "DomainSummary",
+    "Outcome",
+    "QueueStore",
+    "QueueSummary",
+    "QueuedMessage",
+    "RecipientStatus",
+    "SpoolWriter",
+    "Store",
+]
 
 
 class SpoolWriter(Protocol):
@@ -93,3 +102,60 @@ class Notifier(Protocol):
         self, kind: DsnKind, message: QueuedMessage, recipients: Sequence[DsnRecipient]
     ) -> str | None:
         """Queue the notice; its queue id, or None when none was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSummary:
+    """Live recipients for one destination domain (a ``mailq``/qshape line)."""
+
+    domain: str
+    recipients: int
+    messages: int
+    deferred: int  # of ``recipients``, how many have been tried and deferred
+    oldest: float  # received_at of the oldest message (unix time)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    messages: int  # every message in the queue, held ones included
+    recipients: int  # live recipients
+    held: int  # held messages
+    domains: tuple[DomainSummary, ...]  # most recipients first
+
+
+class QueueStore(Store, Protocol):
+    """What the scheduler and the admin operations need beyond ``Store``: per-attempt
+    extras on ``record``, notices, holds, and whole-queue views. The SQLite backend
+    implements it; a PostgreSQL backend for clusters implements the same."""
+
+    async def get_many(self, queue_ids: Sequence[str]) -> dict[str, QueuedMessage]: ...
+
+    async def record(
+        self,
+        queue_id: str,
+        outcomes: Sequence[Outcome],
+        *,
+        route: str | None = None,
+        notices: Mapping[int, str] | None = None,
+        diagnostics: Mapping[int, str] | None = None,
+    ) -> None: ...
+
+    async def notices_sent(
+        self, queue_id: str, indices: Collection[int], *, delay: bool = False
+    ) -> bool: ...
+
+    async def hold(self, queue_id: str, reason: str = ...) -> bool: ...
+
+    async def release(self, queue_id: str) -> bool: ...
+
+    async def delete(self, queue_id: str) -> bool: ...
+
+    async def make_due(
+        self, *, queue_id: str | None = None, domain: str | None = None
+    ) -> list[str]: ...
+
+    async def all_messages(self) -> list[QueuedMessage]: ...
+
+    async def schedule(self) -> list[tuple[str, float]]: ...
+
+    async def summary(self) -> QueueSummary: ...

@@ -17,9 +17,9 @@ from typing import TypeVar
 
 from kittiwake.delivery.api import QueuedMessage
 from kittiwake.errors import StoreError
+from kittiwake.queue.api import QueueSummary
 from kittiwake.queue.ids import is_queue_id
 from kittiwake.queue.sqldb import QueueDB
-from kittiwake.queue.sqlschema import QueueSummary
 
 __all__ = ["QueueSummary", "ReadOnlyQueue"]
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus, Route
+from kittiwake.queue.api import QueueStore, QueueSummary
 from kittiwake.queue.sched_clock import Clock
 from kittiwake.queue.sched_dispatch import Dispatcher
 from kittiwake.queue.sched_jobs import Timers, Visit
@@ -25,15 +26,13 @@ from kittiwake.queue.sched_policy import (
     final_notice,
     log_line,
 )
-from kittiwake.queue.sqlite import SQLiteStore
-from kittiwake.queue.sqlschema import QueueSummary
 
 qlog = logging.getLogger("kittiwake.queue")
 dlog = logging.getLogger("kittiwake.delivery")
 
 
 class SchedulerAdmin:
-    store: SQLiteStore
+    store: QueueStore
     settings: SchedulerSettings
     router: Callable[[str], Route]
     clock: Clock

@@ -30,6 +30,7 @@ from kittiwake.delivery.api import (
     RecipientStatus,
     Route,
 )
+from kittiwake.queue.api import QueueStore
 from kittiwake.queue.routing import error_reply
 from kittiwake.queue.sched_clock import Clock
 from kittiwake.queue.sched_jobs import Destination, Job
@@ -43,7 +44,6 @@ from kittiwake.queue.sched_policy import (
     suspended,
     with_outcomes,
 )
-from kittiwake.queue.sqlite import SQLiteStore
 
 qlog = logging.getLogger("kittiwake.queue")
 dlog = logging.getLogger("kittiwake.delivery")
@@ -54,7 +54,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: QueueStore,
         agents: Mapping[str, DeliveryAgent],
         settings: SchedulerSettings,
         clock: Clock,

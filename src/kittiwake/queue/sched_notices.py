@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from kittiwake.delivery.api import QueuedMessage, QueuedRecipient
-from kittiwake.queue.api import DsnKind, Notifier
+from kittiwake.queue.api import DsnKind, Notifier, QueueStore
 from kittiwake.queue.sched_clock import Clock
 from kittiwake.queue.sched_policy import (
     KIND_LOG,
@@ -26,7 +26,6 @@ from kittiwake.queue.sched_policy import (
     marked,
     wants_delay_warning,
 )
-from kittiwake.queue.sqlite import SQLiteStore
 
 qlog = logging.getLogger("kittiwake.queue")
 _FINAL = ((DsnKind.FAILURE, ("failed",)), (DsnKind.SUCCESS, ("delivered", "relayed")))
@@ -43,7 +42,7 @@ class Notices:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: QueueStore,
         notifier: Notifier,
         settings: SchedulerSettings,
         clock: Clock,

@@ -57,7 +57,7 @@ from kittiwake.delivery.api import (
     QueuedRecipient,
     Route,
 )
-from kittiwake.queue.api import Notifier
+from kittiwake.queue.api import Notifier, QueueStore
 from kittiwake.queue.sched_admin import SchedulerAdmin
 from kittiwake.queue.sched_clock import Sleep
 from kittiwake.queue.sched_dispatch import Dispatcher
@@ -68,7 +68,6 @@ from kittiwake.queue.sched_policy import (
     ROUTING_FAILED,
     SchedulerSettings,
 )
-from kittiwake.queue.sqlite import SQLiteStore
 
 __all__ = ["Scheduler", "SchedulerSettings"]
 
@@ -86,7 +85,7 @@ class Scheduler(SchedulerAdmin):
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: QueueStore,
         agents: Mapping[str, DeliveryAgent],
         router: Callable[[str], Route],
         notifier: Notifier,

@@ -13,10 +13,10 @@ from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from kittiwake.delivery.api import QueuedMessage
+from kittiwake.queue.api import QueueSummary
 from kittiwake.queue.ids import is_queue_id
 from kittiwake.queue.sqlbatch import OpFn
 from kittiwake.queue.sqldb import QueueDB
-from kittiwake.queue.sqlschema import QueueSummary
 
 _T = TypeVar("_T")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kittiwake.delivery.api import Outcome, QueuedMessage
 from kittiwake.errors import StoreError
+from kittiwake.queue.api import DomainSummary, QueueSummary
 from kittiwake.queue.sqlschema import (
     LIVE,
     MIGRATIONS,
@@ -25,8 +26,6 @@ from kittiwake.queue.sqlschema import (
     N_MSG_COLS,
     RCPT_COLS,
     SCHEMA_VERSION,
-    DomainSummary,
-    QueueSummary,
     address_domain,
     decode_message,
 )

@@ -12,7 +12,6 @@ whose local part may itself be quoted and contain ``@``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kittiwake.delivery.api import QueuedMessage, QueuedRecipient, RecipientStatus
 from kittiwake.envelope import BodyType, Envelope, Notify, Recipient, Ret
@@ -99,25 +98,6 @@ def address_domain(address: str) -> str:
     """The domain of ``address``, lower-cased ("" for a bare local part such as postmaster)."""
     _local, at, domain = address.rpartition("@")
     return domain.lower() if at else ""
-
-
-@dataclass(frozen=True, slots=True)
-class DomainSummary:
-    """Live recipients for one destination domain (a ``mailq``/qshape line)."""
-
-    domain: str
-    recipients: int
-    messages: int
-    deferred: int  # of ``recipients``, how many have been tried and deferred
-    oldest: float  # received_at of the oldest message (unix time)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSummary:
-    messages: int  # every message in the queue, held ones included
-    recipients: int  # live recipients
-    held: int  # held messages
-    domains: tuple[DomainSummary, ...]  # most recipients first
 
 
 def decode_message(m: Sequence[object], rows: Sequence[Sequence[object]]) -> QueuedMessage:
