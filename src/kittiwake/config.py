@@ -52,6 +52,8 @@ from kittiwake.config_mta import (
     build_relay,
     build_transport,
 )
+from kittiwake.config_policy import SECTION_KEYS as POLICY_SECTION_KEYS
+from kittiwake.config_policy import PolicyConfig, build_policy
 from kittiwake.config_sendmail import SECTION_KEYS as SUBMISSION_SECTION_KEYS
 from kittiwake.config_sendmail import SubmissionConfig, build_submission
 from kittiwake.errors import ConfigError
@@ -192,6 +194,7 @@ class Config:
     addressing: AddressingConfig = field(default_factory=AddressingConfig)  # config_addressing
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)  # config_sendmail
     auth: AuthConfig = field(default_factory=AuthConfig)  # config_auth
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # config_policy
 
     def listener(self, role: Role) -> ListenerConfig | None:
         return next((lc for lc in self.listeners if lc.role == role), None)
@@ -250,6 +253,7 @@ _SECTIONS = (
     *("virtual", "addressing", "srs"),  # config_addressing
     "submission",  # config_sendmail
     "auth",  # config_auth
+    "policy",  # config_policy
 )
 _FREE_TABLES = ("transport", *ADDRESSING_FREE_TABLES)  # keyed by names, checked by builders
 
@@ -300,6 +304,7 @@ def build_config(raw: dict[str, object], base_dir: Path) -> Config:
         addressing=build_addressing(sections, top.get("aliases", {}), local.domains),
         submission=build_submission(sections["submission"], local.domains),
         auth=build_auth(sections["auth"]),
+        policy=build_policy(sections["policy"]),
     )
 
 
@@ -315,6 +320,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     **ADDRESSING_SECTION_KEYS,
     **SUBMISSION_SECTION_KEYS,
     **AUTH_SECTION_KEYS,
+    **POLICY_SECTION_KEYS,
 }
 _DEFAULT_ADDRESS: dict[Role, str] = {lc.role: str(lc) for lc in DEFAULT_LISTENERS}
 

@@ -1,5 +1,5 @@
 """The ``kittiwake`` command line: ``serve``, ``check-config``, ``version``, ``queue``, ``mailq``,
-``user``.
+``user``, ``policy``.
 
 Owns argument parsing, the exit codes (0 fine, 1 bad config in ``check-config``, 2 bad
 config or usage in ``serve``; ``queue``'s are in ``admin.queue_cli``) and the
@@ -17,6 +17,8 @@ from pathlib import Path
 import click
 
 from kittiwake import __version__
+from kittiwake.admin.dkim_cli import dkim
+from kittiwake.admin.policy_cli import policy
 from kittiwake.admin.queue_cli import mailq, queue
 from kittiwake.admin.sendmail import sendmail_command
 from kittiwake.admin.user_cli import user
@@ -162,3 +164,5 @@ main.add_command(queue)
 main.add_command(mailq)
 main.add_command(sendmail_command)
 main.add_command(user)
+main.add_command(policy)
+main.add_command(dkim)
