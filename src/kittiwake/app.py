@@ -20,6 +20,10 @@ from typing import Any
 from kittiwake import __version__
 from kittiwake.addressing.setup import build_directory
 from kittiwake.admin.control import ControlServer, socket_path
+from kittiwake.auth.limiter import FailureLimiter, LimiterSettings
+from kittiwake.auth.ownership import Ownership
+from kittiwake.auth.sqlite import FILENAME as USERS_FILE
+from kittiwake.auth.sqlite import SQLiteUserStore
 from kittiwake.cleanup.expand import Expander
 from kittiwake.cleanup.notices import NoticeSender
 from kittiwake.cleanup.pickup import Pickup
@@ -39,10 +43,12 @@ from kittiwake.policy import PolicyChain
 from kittiwake.policy.etrn import handle_etrn
 from kittiwake.policy.ratelimit import ConnectionRate, MessageRate
 from kittiwake.policy.recipients import Recipients
+from kittiwake.policy.sender import SenderOwnership
+from kittiwake.policy.submission import RequireAuth
 from kittiwake.queue.routing import Router
 from kittiwake.queue.scheduler import Scheduler, SchedulerSettings
 from kittiwake.queue.sqlite import SQLiteStore
-from kittiwake.smtpd.auth import MECHANISMS, NoUsers
+from kittiwake.smtpd.auth import UserAuthenticator
 from kittiwake.smtpd.server import ConnectionLimits, SmtpServer
 from kittiwake.smtpd.session import ListenerSettings
 
@@ -113,7 +119,11 @@ async def _main(config: Config) -> int:
 
     store = SQLiteStore(config.data_dir)
     await store.open()
-    mailboxes, directory = build_directory(config)
+    users = SQLiteUserStore(config.data_dir / USERS_FILE)
+    await users.start()
+    mailboxes, directory = build_directory(
+        config, mailbox_exists=users.exists, has_users=users.has_users
+    )
     smtp = _smtp_agent(config)
     lmtp = LmtpAgent(config.hostname)
     agents: dict[str, DeliveryAgent] = {
@@ -161,13 +171,32 @@ async def _main(config: Config) -> int:
 
     rates = config.ratelimit
     message_rate = MessageRate(rates.messages_per_user_per_hour, rates.exempt)
-    relay_policy = PolicyChain(
-        [
-            message_rate,  # after the MAIL checks that may refuse: only accepted MAILs count
-            Recipients(
-                directory, relay_domains=config.transport, mynetworks=config.relay.mynetworks
-            ),
-        ]
+    auth = config.auth
+    ownership = Ownership(
+        users,
+        delimiter=config.addressing.recipient_delimiter,
+        strict=auth.sender_ownership == "strict",
+    )
+    authenticator = UserAuthenticator(
+        users,
+        FailureLimiter(
+            LimiterSettings(
+                max_per_ip=auth.max_failures_per_ip,
+                max_per_user=auth.max_failures_per_user,
+                window=auth.failure_window,
+                lockout=auth.lockout,
+            )
+        ),
+        ownership,
+    )
+    recipients = Recipients(
+        directory, relay_domains=config.transport, mynetworks=config.relay.mynetworks
+    )
+    # MAIL checks in order: who may submit, with which sender, how often (only MAILs the
+    # earlier checks accepted count against the rate).
+    relay_policy = PolicyChain([message_rate, recipients])
+    submission_policy = PolicyChain(
+        [RequireAuth(), SenderOwnership(ownership), message_rate, recipients]
     )
     local_only = PolicyChain([Recipients(directory)])
     etrn = functools.partial(handle_etrn, allowed=config.etrn.allowed, flush=scheduler.flush)
@@ -176,15 +205,21 @@ async def _main(config: Config) -> int:
         # MX takes mail from the world: STARTTLS, no AUTH. Submission and implicit TLS
         # offer AUTH (inside TLS only, RFC 4954 §4 / RFC 8314). LMTP: a trusted local hop.
         lmtp_role = listener.role == "lmtp"
-        auth = () if listener.role in ("mx", "lmtp") else MECHANISMS
+        mechanisms = () if listener.role in ("mx", "lmtp") else auth.mechanisms
         return ListenerSettings(
             role=listener.role,
             proto=config.listener_proto(
-                listener, tls_available=not lmtp_role, auth_mechanisms=auth
+                listener, tls_available=not lmtp_role, auth_mechanisms=mechanisms
             ),
-            policy=local_only if lmtp_role else relay_policy,
+            policy=(
+                local_only
+                if lmtp_role
+                else relay_policy
+                if listener.role == "mx"
+                else submission_policy
+            ),
             intake=cleanup,
-            authenticator=NoUsers(),
+            authenticator=authenticator,
             tls_context=None if lmtp_role else tls,
             command_timeout=config.timeouts.command,
             data_timeout=config.timeouts.data,
@@ -209,6 +244,7 @@ async def _main(config: Config) -> int:
         await smtp.close()
         await lmtp.close()
         await store.close()
+        await users.close()
 
     proxy = ProxySettings(config.proxy.trusted, config.proxy.timeout)
     try:

@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import _remember
-from tests.support.auth import add_user, requires_wiring, write_config
+from tests.support.auth import add_user, write_config
 from tests.support.mta import wait_until
 from tests.support.server import KittiwakeServer
 from tests.support.smtpclient import message
-
-pytestmark = requires_wiring
 
 PASSWORD = "s3cret pass"
 SENDER = "alice@example.test"

@@ -7,12 +7,10 @@ import time
 
 import pytest
 
-from tests.support.auth import add_user, login_plain, login_scram, requires_wiring, tls_session
+from tests.support.auth import add_user, login_plain, login_scram, tls_session
 from tests.support.auth import write_config as _write_config
 from tests.support.server import KittiwakeServer, MakeServer
 from tests.support.smtpclient import RawSMTP
-
-pytestmark = requires_wiring
 
 LOCKOUT = 2.0
 

@@ -21,7 +21,6 @@ from tests.support.auth import (
     login_plain,
     login_scram,
     plain,
-    requires_wiring,
     tls_session,
     user_cli,
     write_config,
@@ -31,8 +30,6 @@ from tests.support.scram import ScramClient, smtplib_authobject
 from tests.support.server import KittiwakeServer
 from tests.support.sinks import Sink
 from tests.support.smtpclient import RawSMTP, client_tls_context, message, queue_id
-
-pytestmark = requires_wiring
 
 ALICE, ALICE_PW = "alice", "correct horse battery"
 BOB, BOB_PW = "bob@example.test", "bob's pässword"  # non-ASCII: SASLprep on both sides

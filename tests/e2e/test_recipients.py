@@ -85,6 +85,9 @@ def test_never_an_open_relay(server: KittiwakeServer, role: str) -> None:
         if role.endswith("+tls"):
             c.starttls()
             c.ehlo()
+        if role != "mx":  # RFC 6409 §4.3: submission takes no mail before AUTH at all
+            c.cmd("MAIL FROM:<someone@example.test>").check(530, "5.7.0")
+            return
         c.cmd("MAIL FROM:<someone@example.test>").check(250, "2.1.0")
         for rcpt in (
             "victim@elsewhere.test",

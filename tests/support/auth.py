@@ -2,29 +2,18 @@
 
 Owns ``user_cli`` (``kittiwake user ...`` against a daemon's config, like an operator
 would), ``add_user``, ``write_config`` (so users exist before the daemon first starts),
-``login_plain``/``login_scram`` on a ``RawSMTP`` connection, and ``requires_wiring`` (skips
-the tests while ``app.py`` does not build the user store: the composition root is wired by
-the lead). Not security sensitive (test code).
+``login_plain``/``login_scram`` on a ``RawSMTP`` connection. Not security sensitive (test
+code).
 """
 
 from __future__ import annotations
 
 import base64
 import subprocess
-from pathlib import Path
-
-import pytest
 
 from tests.support.scram import ScramClient
 from tests.support.server import KittiwakeServer, _kittiwake_command, to_toml
 from tests.support.smtpclient import RawSMTP, SMTPReply
-
-_APP = Path(__file__).resolve().parents[2] / "src" / "kittiwake" / "app.py"
-
-requires_wiring = pytest.mark.skipif(
-    "SQLiteUserStore" not in _APP.read_text(),
-    reason="app.py does not build the user store yet (H13's wiring is pending)",
-)
 
 
 def b64(data: str | bytes) -> str:

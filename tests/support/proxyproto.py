@@ -3,18 +3,14 @@
 Written from HAProxy's proxy-protocol.txt independently of ``kittiwake.net.proxy`` (a
 parser bug must not hide behind the same bug here). Also ``start_proxied``: a daemon whose
 listeners of the given roles expect PROXY headers from 127.0.0.1 (the start-up probe of
-``tests.support.server`` then sends a v2 LOCAL header first), and ``requires_wiring``
-(skips the daemon tests while ``app.py`` does not pass ``[proxy]``/``[ratelimit]`` on: the
-composition root is the lead's). Not security sensitive (test code); binds and connects
-to 127.0.0.0/8 only.
+``tests.support.server`` then sends a v2 LOCAL header first). Not security sensitive (test
+code); binds and connects to 127.0.0.0/8 only.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,19 +18,6 @@ import pytest
 from tests.support import server as server_module
 from tests.support.server import KittiwakeServer, MakeServer, deep_merge
 from tests.support.smtpclient import Address, RawSMTP
-
-_APP_SPEC = importlib.util.find_spec("kittiwake.app")  # the app the daemon will run
-_APP = Path(_APP_SPEC.origin if _APP_SPEC and _APP_SPEC.origin else "app.py")
-
-
-def requires_wiring(*names: str) -> pytest.MarkDecorator:
-    """Skip unless ``app.py`` mentions every one of ``names`` (``ProxySettings``, ...)."""
-    text = _APP.read_text()
-    missing = [n for n in names if n not in text]
-    return pytest.mark.skipif(
-        bool(missing), reason=f"app.py does not wire {', '.join(missing)} yet (H15 report)"
-    )
-
 
 SIGNATURE = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
 LOCAL, PROXY = 0x20, 0x21  # version 2 in the high nibble, then the command

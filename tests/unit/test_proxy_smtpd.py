@@ -32,7 +32,9 @@ class LocalOnly:
 
 
 class NoIntake:
-    def begin(self, session: SessionInfo, envelope: Envelope) -> IntakeSink:
+    def begin(
+        self, session: SessionInfo, envelope: Envelope, *, prepend: bytes = b""
+    ) -> IntakeSink:
         raise OSError("no spool in this test")
 
 

@@ -19,12 +19,14 @@ def build_directory(
     config: Config,
     *,
     mailbox_exists: Callable[[str], bool] | None = None,
+    has_users: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> tuple[LocalMailboxes, Directory]:
     """``(mailboxes, directory)``: the table the Maildir agent delivers with, and the
     directory the RCPT check and cleanup's expansion ask. ``mailbox_exists`` adds the
     mailboxes of a user store (``local@domain``, lower case → bool); with it, an empty
-    ``local.users`` no longer means "every local part exists"."""
+    ``local.users`` no longer means "every local part exists" — unless ``has_users`` is
+    given too: then the catch-all holds while the store is empty (the default set-up)."""
     a = config.addressing
     mailboxes = LocalMailboxes(
         config.data_dir / "mail",
@@ -35,6 +37,7 @@ def build_directory(
         virtual_mailboxes=a.virtual_mailboxes,
         recipient_delimiter=a.recipient_delimiter,
         mailbox_exists=mailbox_exists,
+        has_users=has_users,
     )
     srs = None
     if a.srs.enabled:

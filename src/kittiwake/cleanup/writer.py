@@ -318,12 +318,22 @@ class Cleanup:
         self._clock = clock
         self.max_hops = max_hops
 
-    def begin(self, session: SessionInfo, envelope: Envelope) -> CleanupSink:
-        """At the start of the body: ``envelope`` must hold every accepted recipient."""
+    def begin(
+        self,
+        session: SessionInfo,
+        envelope: Envelope,
+        *,
+        prepend: bytes = b"",
+        rewrite: bool = True,
+    ) -> CleanupSink:
+        """At the start of the body: ``envelope`` must hold every accepted recipient.
+        ``prepend``: complete CRLF-ended header lines written above our Received field
+        (the DATA checks' Authentication-Results; the caller validated them).
+        ``rewrite=False``: the submission rewrite was done already (``cleanup.dkimsink``)."""
         writer = self.store.new_message()
 
         def header(queue_id: str) -> bytes:
-            return received_header(
+            return prepend + received_header(
                 session,
                 envelope.recipients,
                 queue_id,
@@ -338,7 +348,7 @@ class Cleanup:
         except BaseException:
             writer.abort()
             raise
-        rewriter = self._rewriter(writer.queue_id, None) if is_submission(session) else None
+        rewriter = self.rewriter(writer.queue_id) if rewrite and is_submission(session) else None
         return CleanupSink(
             self.store, writer, envelope, max_hops=self.max_hops, rewriter=rewriter, fork=fork
         )
@@ -362,7 +372,7 @@ class Cleanup:
         except BaseException:
             writer.abort()
             raise
-        rewriter = None if submission is None else self._rewriter(writer.queue_id, submission)
+        rewriter = None if submission is None else self.rewriter(writer.queue_id, submission)
         return CleanupSink(
             self.store,
             writer,
@@ -378,7 +388,10 @@ class Cleanup:
             return None
         return Fork(self.expander, self.store, envelope, header, self.on_forward)
 
-    def _rewriter(self, queue_id: str, submission: Submission | None) -> HeaderRewriter | None:
+    def rewriter(
+        self, queue_id: str, submission: Submission | None = None
+    ) -> HeaderRewriter | None:
+        """The header rewriter for submitted mail (None: no rewriting configured)."""
         if self.rewrite is None:
             return None
         return HeaderRewriter(

@@ -105,6 +105,7 @@ class LocalMailboxes:
         virtual_mailboxes: Sequence[str] = (),
         recipient_delimiter: str = "",
         mailbox_exists: Callable[[str], bool] | None = None,
+        has_users: Callable[[], bool] | None = None,
     ) -> None:
         self.root = Path(root)
         self.domains = tuple(dict.fromkeys(normalize_domain(d) for d in domains if d.strip()))
@@ -118,6 +119,7 @@ class LocalMailboxes:
         self._virtual_set = frozenset(self.virtual_domains) - self._domain_set
         self.delimiter = recipient_delimiter
         self._exists = mailbox_exists
+        self._has_users = has_users  # the user store is not empty: no catch-all any more
         self._users: dict[tuple[str, str], str] = {}  # (local lower, domain) → key
         self._bare: dict[str, str] = {}  # local lower → key at the primary domain
         for entry in users:
@@ -130,8 +132,10 @@ class LocalMailboxes:
             if domain not in self._domain_set or not local:
                 raise ConfigError("local.users", f"{entry!r} is not in a local domain")
             self._users[(local.lower(), domain)] = f"{local}@{domain}"
-        # The 0.1 catch-all: nothing says which local parts exist, so all of them do.
-        self._open = not self._users and not self._bare and mailbox_exists is None
+        # The 0.1 catch-all: nothing says which local parts exist, so all of them do — until
+        # a mailbox source that is not empty says otherwise (a user store with users in it).
+        self._open_config = not self._users and not self._bare
+        self._open_static = self._open_config and mailbox_exists is None and has_users is None
         for entry in virtual_mailboxes:
             local, at, domain = entry.strip().rpartition("@")
             domain = normalize_domain(domain)
@@ -176,11 +180,16 @@ class LocalMailboxes:
             return None
         folded = local.lower()
         base = self.base_local(folded)
-        if self._open and not virtual:
+        if self._is_open() and not virtual:
             return self.postmaster if base == "postmaster" else f"{base}@{domain}"
         return self._find(folded, domain, virtual) or (
             self._find(base, domain, virtual) if base != folded else None
         )
+
+    def _is_open(self) -> bool:
+        if self._open_static:
+            return True
+        return self._open_config and self._has_users is not None and not self._has_users()
 
     def _find(self, folded: str, domain: str, virtual: bool) -> str | None:
         if folded == "postmaster":

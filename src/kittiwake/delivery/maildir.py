@@ -19,6 +19,11 @@ process. If we crash after the link but before the outcome is recorded, the retr
 restart finds ``new/<unique>,S=<size>`` already there (``link`` fails with EEXIST) and
 counts it delivered instead of delivering a second copy. (A copy the reader has already
 moved to ``cur/`` in between is not detected: that window is the crash-to-restart time.)
+Quarantine (issue 5, DMARC p=quarantine): a message whose spool starts with the
+``X-Kittiwake-Quarantine:`` field goes into the Maildir++ folder ``.Junk/`` of the
+mailbox. Only our DATA stage can write that field first (``smtpd.datastage``): a
+client's own header fields always come after our Received line, so it cannot be forged.
+
 A predictable name in ``tmp/`` must not be a trap: a leftover is unlinked and the file
 created with O_EXCL, which never follows a symlink.
 """
@@ -51,6 +56,18 @@ CHUNK = 64 * 1024
 DELIVERED = Reply(250, "2.0.0", "delivered to maildir")
 NO_MAILBOX = Reply(550, "5.1.1", "no such mailbox here")
 _UNSAFE = re.compile(r"[^A-Za-z0-9]")
+QUARANTINE_MARK = b"X-Kittiwake-Quarantine:"  # = smtpd.datastage.QUARANTINE_HEADER + ":"
+JUNK = ".Junk"  # Maildir++ folder (Dovecot's and Courier's layout)
+
+
+def quarantined(open_body: BodyOpener) -> bool:
+    """True when the message must go to the Junk folder (see the module docstring).
+    An unreadable body says False: the delivery itself then fails and defers."""
+    try:
+        with open_body() as body:
+            return body.read(len(QUARANTINE_MARK)) == QUARANTINE_MARK
+    except (OSError, KittiwakeError):
+        return False
 
 
 def _header_value(text: str) -> str:
@@ -145,6 +162,8 @@ class MaildirAgent:
                 continue
             try:
                 maildir = self.mailboxes.path_for(mailbox)
+                if quarantined(open_body):
+                    maildir = maildir / JUNK
                 unique = self.unique_name(message, rcpt)
                 self.deliver_one(
                     maildir,
@@ -213,12 +232,17 @@ class MaildirAgent:
             return
         if not (maildir / "new").is_dir():
             created = []
-            for p in (maildir.parent.parent, maildir.parent, maildir):
+            levels = [maildir.parent.parent, maildir.parent, maildir]
+            if maildir.name == JUNK:  # root / domain / user / .Junk
+                levels.insert(0, maildir.parent.parent.parent)
+            for p in levels:
                 if not p.is_dir():
                     p.mkdir(mode=0o700, exist_ok=True)
                     created.append(p)
             for sub in ("tmp", "new", "cur"):
                 (maildir / sub).mkdir(mode=0o700, exist_ok=True)
+            if maildir.name == JUNK:  # Maildir++: a folder says so
+                (maildir / "maildirfolder").touch(mode=0o600)
             # New directory entries must be durable before a file in them is.
             fsync_dir(maildir)
             for p in created:

@@ -46,11 +46,6 @@ DEFAULT_TIMEOUT = 10.0
 # its factory takes the check's options like any third-party plugin.
 BUILTINS: dict[str, str] = {
     "require-auth": "kittiwake.policy.plugins:require_auth",
-    "spf": "kittiwake.policy.spf:plugin",
-    "dkim": "kittiwake.policy.dkim:plugin",
-    "dmarc": "kittiwake.policy.dmarc:plugin",
-    "dnsbl": "kittiwake.policy.dnsbl:plugin",
-    "greylist": "kittiwake.policy.greylist:plugin",
 }
 # Built-ins that need server state (the address directory, the user store, the
 # ``[ratelimit]`` section): the server passes their factories to ``build_checks(bound=...)``.
@@ -59,6 +54,14 @@ SERVER_BOUND: dict[str, tuple[str, ...]] = {
     "ratelimit": ("mail",),
     "sender-ownership": ("mail",),
     "recipients": ("rcpt",),
+    # issue 5: they share the server's resolver/hostname/data_dir (policy.builtin)
+    "spf": ("mail",),
+    "dkim": ("data",),
+    "dmarc": ("data",),
+    "arc": ("data",),
+    "authres": ("data",),
+    "dnsbl": ("connect",),
+    "greylist": ("rcpt",),
 }
 
 

@@ -26,4 +26,7 @@ class IntakeSink(Protocol):
 
 
 class Intake(Protocol):
-    def begin(self, session: SessionInfo, envelope: Envelope) -> IntakeSink: ...
+    def begin(
+        self, session: SessionInfo, envelope: Envelope, *, prepend: bytes = b""
+    ) -> IntakeSink:
+        """``prepend``: header lines to write above the trace field (DATA checks)."""

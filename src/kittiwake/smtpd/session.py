@@ -13,14 +13,17 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from kittiwake.cleanup.writer import MessageRefused
 from kittiwake.envelope import Envelope, Recipient, Reply, SessionInfo
 from kittiwake.errors import KittiwakeError
 from kittiwake.policy import Action, PolicyChain, Verdict
+from kittiwake.policy.results import Results
 from kittiwake.proto import events as ev
 from kittiwake.proto.server import ServerConnection
 from kittiwake.smtpd.auth import Authenticated, Authenticator, AuthExchange
+from kittiwake.smtpd.datastage import DataStage
 from kittiwake.smtpd.intake import Intake, IntakeSink, QueuedNotice
 
 log = logging.getLogger("kittiwake.smtpd")
@@ -48,6 +51,7 @@ class ListenerSettings:
     on_queued: Callable[[QueuedNotice], None]
     implicit_tls: bool = False
     etrn: Callable[[str, str], Awaitable[Reply]] | None = None  # (argument, client ip) → reply
+    spool_dir: Path | None = None  # DATA checks' temporary files (None: the system's)
 
 
 class Session:
@@ -83,6 +87,9 @@ class Session:
         self._mail: ev.MailFrom | None = None
         self._recipients: list[Recipient] = []
         self._sink: IntakeSink | None = None
+        self._stage: DataStage | None = None  # DATA checks configured: the body's tee
+        self._conn_results = Results()  # connect/HELO results; each MAIL forks it
+        self._tx = Results()
         self._sasl: AuthExchange | None = None
         self.messages = 0
 
@@ -92,7 +99,7 @@ class Session:
         name = f"[{self.info.client_ip}]:{self.info.client_port}"
         log.info("connect from %s on %s", name, self.settings.role)
         try:
-            verdict = await self.settings.policy.connect(self.info)
+            verdict = await self.settings.policy.connect(self.info, results=self._conn_results)
             if verdict.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCONNECT):
                 reply = verdict.reply or Reply(554, "5.7.1", "Access denied")
                 self.writer.write(reply.to_bytes())
@@ -119,7 +126,7 @@ class Session:
                 return
             timeout = (
                 self.settings.data_timeout
-                if self._sink is not None
+                if self._sink is not None or self._stage is not None
                 else self.settings.command_timeout
             )
             try:
@@ -153,7 +160,9 @@ class Session:
     async def _handle(self, event: object) -> None:
         conn = self.conn
         if isinstance(event, ev.BodyData):
-            if self._sink is not None:
+            if self._stage is not None:
+                self._stage.write(event.data)
+            elif self._sink is not None:
                 self._sink.write(event.data)
         elif isinstance(event, ev.RcptTo):
             await self._on_rcpt(event)
@@ -166,7 +175,7 @@ class Session:
         elif isinstance(event, ev.Helo):
             self._abort_transaction()
             self.info = replace(self.info, helo=event.domain, esmtp=event.verb != "HELO")
-            verdict = await self.settings.policy.helo(self.info)
+            verdict = await self.settings.policy.helo(self.info, results=self._conn_results)
             self._answer(verdict, default_accept=True, accept=conn.accept_helo)
         elif isinstance(event, ev.Reset):
             self._abort_transaction()
@@ -208,14 +217,17 @@ class Session:
         return False
 
     async def _on_mail(self, event: ev.MailFrom) -> None:
-        verdict = await self.settings.policy.mail(self.info, event.sender)
+        self._tx = self._conn_results.fork()
+        verdict = await self.settings.policy.mail(self.info, event.sender, results=self._tx)
         if self._answer(verdict, default_accept=True):
             self._mail = event
             self._sender = event.sender
             self._recipients = []
 
     async def _on_rcpt(self, event: ev.RcptTo) -> None:
-        verdict = await self.settings.policy.rcpt(self.info, self._sender, event.recipient)
+        verdict = await self.settings.policy.rcpt(
+            self.info, self._sender, event.recipient, results=self._tx
+        )
         if self._answer(verdict, default_accept=False):
             self._recipients.append(event.recipient)
 
@@ -235,6 +247,10 @@ class Session:
         )
 
     def _on_data_start(self) -> None:
+        if self.settings.policy.has("data"):  # the queue's spool opens after the checks
+            self._stage = DataStage(self.settings.spool_dir)
+            self.conn.accept()
+            return
         try:
             self._sink = self.settings.intake.begin(self.info, self._envelope())
         except (OSError, KittiwakeError):
@@ -243,8 +259,46 @@ class Session:
             return
         self.conn.accept()
 
+    async def _checked_sink(self, stage: DataStage) -> IntakeSink | None:
+        """Run the DATA checks; the queue's sink for an accepted message, else None
+        (the reply is given)."""
+        try:
+            verdict = await stage.check(self.settings.policy, self.info, self._envelope(), self._tx)
+            if verdict.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCONNECT):
+                reply = verdict.reply or TEMP_STORE_FAILURE
+                log.info("message from %s refused by policy: %s", self.info.client_ip, reply)
+                if verdict.action is Action.DISCONNECT:
+                    self._send_bytes(self.conn.close_with(reply))
+                    self._closing = True
+                else:
+                    self.conn.reject(reply)
+                return None
+            sink = self.settings.intake.begin(self.info, self._envelope(), prepend=stage.prepend())
+        except (OSError, KittiwakeError, ValueError):
+            log.exception("cannot queue the message from %s", self.info.client_ip)
+            self.conn.reject(TEMP_STORE_FAILURE)
+            return None
+        try:
+            stage.replay(sink, self.settings.proto.hostname)
+        except (OSError, KittiwakeError):
+            log.exception("cannot copy the message from %s", self.info.client_ip)
+            sink.abort()
+            self.conn.reject(TEMP_STORE_FAILURE)
+            return None
+        return sink
+
     async def _on_body_end(self, event: ev.BodyEnd) -> None:
         sink, self._sink = self._sink, None
+        stage, self._stage = self._stage, None
+        if stage is not None:
+            try:
+                if event.failure is None:
+                    sink = await self._checked_sink(stage)
+                    if sink is None:
+                        self._reset_transaction()
+                        return
+            finally:
+                stage.close()
         if event.failure is not None or sink is None:
             if sink is not None:
                 sink.abort()
@@ -272,12 +326,13 @@ class Session:
             return
         self.messages += 1
         log.info(
-            "%s: client=[%s], from=<%s>, size=%d, nrcpt=%d (queued)",
+            "%s: client=[%s], from=<%s>, size=%d, nrcpt=%d (queued) %s",
             sink.queue_id,
             self.info.client_ip,
             self._sender,
             event.size,
             len(self._recipients),
+            self._tx.summary(),
         )
         queued = Reply(250, "2.0.0", f"Ok: queued as {sink.queue_id}")
         if self.settings.proto.lmtp:  # RFC 2033 §4.2: one reply per accepted recipient
@@ -357,6 +412,9 @@ class Session:
         if self._sink is not None:
             self._sink.abort()
             self._sink = None
+        if self._stage is not None:
+            self._stage.close()
+            self._stage = None
         self._reset_transaction()
 
     def _send_bytes(self, data: bytes) -> None:
