@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import click
 
+from kittiwake.admin.options import config_option
 from kittiwake.config import load_config
 from kittiwake.errors import ConfigError
 
@@ -46,15 +47,7 @@ def dkim() -> None:
 )
 @click.option("--bits", type=int, default=2048, show_default=True, help="RSA key size.")
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    envvar="KITTIWAKE_CONFIG",
-    help="TOML configuration file (for data_dir: where the key goes).",
-)
+@config_option("TOML configuration file (for data_dir: where the key goes).")
 def keygen(
     domain: str, selector: str, algorithm: str, bits: int, force: bool, config_path: Path | None
 ) -> None:

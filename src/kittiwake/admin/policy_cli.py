@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from kittiwake.admin.options import config_option
 from kittiwake.config import load_config
 from kittiwake.errors import ConfigError
 from kittiwake.policy.chain import PolicyChain
@@ -74,15 +75,7 @@ def policy() -> None:
 
 
 @policy.command("show")
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    envvar="KITTIWAKE_CONFIG",
-    help="TOML configuration file (default: built-in settings).",
-)
+@config_option("TOML configuration file (default: built-in settings).")
 def show(config_path: Path | None) -> None:
     """Print, per SMTP stage, the checks in the order they run."""
     try:

@@ -25,6 +25,7 @@ import click
 
 from kittiwake.admin import queue_view
 from kittiwake.admin.control import ControlError, ServerDown, request, socket_path
+from kittiwake.admin.options import config_option
 from kittiwake.admin.queue_view import Json
 from kittiwake.config import load_config
 from kittiwake.errors import ConfigError, StoreError
@@ -66,15 +67,9 @@ def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 def _options(f: F) -> F:
     """``--config`` and ``--json``, accepted by the group and by every subcommand."""
     f = click.option("--json", "as_json", is_flag=True, default=None, help="Print JSON.")(f)
-    return click.option(
-        "--config",
-        "-c",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        envvar="KITTIWAKE_CONFIG",
-        help="TOML configuration file (for data_dir: where the queue and socket are).",
-    )(f)
+    return config_option("TOML configuration file (for data_dir: where the queue and socket are).")(
+        f
+    )
 
 
 def _target(config_path: Path | None, as_json: bool | None) -> Target:

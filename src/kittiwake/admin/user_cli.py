@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from kittiwake.admin.options import config_option
 from kittiwake.config import load_config
 from kittiwake.errors import ConfigError
 
@@ -43,15 +44,7 @@ def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 
 def _config_option(f: F) -> F:
-    return click.option(
-        "--config",
-        "-c",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        envvar="KITTIWAKE_CONFIG",
-        help="TOML configuration file (for data_dir: where users.db is).",
-    )(f)
+    return config_option("TOML configuration file (for data_dir: where users.db is).")(f)
 
 
 def _database(config_path: Path | None) -> UserDatabase:
