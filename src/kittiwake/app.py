@@ -20,6 +20,7 @@ from typing import Any
 from kittiwake import __version__
 from kittiwake.addressing.setup import build_directory
 from kittiwake.admin.control import ControlServer, socket_path
+from kittiwake.app_policy import build_intake, build_relay_policy
 from kittiwake.auth.limiter import FailureLimiter, LimiterSettings
 from kittiwake.auth.ownership import Ownership
 from kittiwake.auth.sqlite import FILENAME as USERS_FILE
@@ -194,7 +195,9 @@ async def _main(config: Config) -> int:
     )
     # MAIL checks in order: who may submit, with which sender, how often (only MAILs the
     # earlier checks accepted count against the rate).
-    relay_policy = PolicyChain([message_rate, recipients])
+    # [[policy.checks]] on the MX port (default: ratelimit, recipients); [[dkim.keys]]
+    relay_policy = build_relay_policy(config, message_rate, recipients)
+    intake = build_intake(config, cleanup, config.dkim_keys)
     submission_policy = PolicyChain(
         [RequireAuth(), SenderOwnership(ownership), message_rate, recipients]
     )
@@ -218,7 +221,7 @@ async def _main(config: Config) -> int:
                 if listener.role == "mx"
                 else submission_policy
             ),
-            intake=cleanup,
+            intake=cleanup if lmtp_role else intake,
             authenticator=authenticator,
             tls_context=None if lmtp_role else tls,
             command_timeout=config.timeouts.command,
@@ -226,6 +229,7 @@ async def _main(config: Config) -> int:
             on_queued=scheduler.submit,
             implicit_tls=listener.implicit_tls,
             etrn=etrn,
+            spool_dir=config.data_dir,
         )
 
     server = SmtpServer(

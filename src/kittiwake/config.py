@@ -38,6 +38,8 @@ from kittiwake.config_check import (
     listen_address,
     show,
 )
+from kittiwake.config_dkim import SECTION_KEYS as DKIM_SECTION_KEYS
+from kittiwake.config_dkim import build_dkim
 from kittiwake.config_edges import SECTION_KEYS as EDGES_SECTION_KEYS
 from kittiwake.config_edges import ProxyConfig, RateLimitConfig, build_proxy, build_ratelimit
 from kittiwake.config_mta import SECTION_KEYS as MTA_SECTION_KEYS
@@ -57,6 +59,7 @@ from kittiwake.config_policy import PolicyConfig, build_policy
 from kittiwake.config_sendmail import SECTION_KEYS as SUBMISSION_SECTION_KEYS
 from kittiwake.config_sendmail import SubmissionConfig, build_submission
 from kittiwake.errors import ConfigError
+from kittiwake.policy.dkim_sign import DkimKey
 from kittiwake.proto.events import BareLinefeedPolicy, ProtoConfig
 
 Role = Literal["mx", "submission", "smtps", "lmtp"]
@@ -195,6 +198,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)  # config_sendmail
     auth: AuthConfig = field(default_factory=AuthConfig)  # config_auth
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # config_policy
+    dkim_keys: tuple[DkimKey, ...] = ()  # config_dkim: [[dkim.keys]]
 
     def listener(self, role: Role) -> ListenerConfig | None:
         return next((lc for lc in self.listeners if lc.role == role), None)
@@ -254,6 +258,7 @@ _SECTIONS = (
     "submission",  # config_sendmail
     "auth",  # config_auth
     "policy",  # config_policy
+    "dkim",  # config_dkim
 )
 _FREE_TABLES = ("transport", *ADDRESSING_FREE_TABLES)  # keyed by names, checked by builders
 
@@ -305,6 +310,7 @@ def build_config(raw: dict[str, object], base_dir: Path) -> Config:
         submission=build_submission(sections["submission"], local.domains),
         auth=build_auth(sections["auth"]),
         policy=build_policy(sections["policy"]),
+        dkim_keys=build_dkim(sections["dkim"], base_dir),
     )
 
 
@@ -321,6 +327,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     **SUBMISSION_SECTION_KEYS,
     **AUTH_SECTION_KEYS,
     **POLICY_SECTION_KEYS,
+    **DKIM_SECTION_KEYS,
 }
 _DEFAULT_ADDRESS: dict[Role, str] = {lc.role: str(lc) for lc in DEFAULT_LISTENERS}
 
