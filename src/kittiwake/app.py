@@ -25,6 +25,7 @@ from kittiwake.auth.limiter import FailureLimiter, LimiterSettings
 from kittiwake.auth.ownership import Ownership
 from kittiwake.auth.sqlite import FILENAME as USERS_FILE
 from kittiwake.auth.sqlite import SQLiteUserStore
+from kittiwake.cleanup.arcseal import arc_sealer_for
 from kittiwake.cleanup.expand import Expander
 from kittiwake.cleanup.notices import NoticeSender
 from kittiwake.cleanup.pickup import Pickup
@@ -51,7 +52,7 @@ from kittiwake.queue.scheduler import Scheduler, SchedulerSettings
 from kittiwake.queue.sqlite import SQLiteStore
 from kittiwake.smtpd.auth import UserAuthenticator
 from kittiwake.smtpd.server import ConnectionLimits, SmtpServer
-from kittiwake.smtpd.session import ListenerSettings
+from kittiwake.smtpd.settings import ListenerSettings
 
 log = logging.getLogger("kittiwake.app")
 
@@ -141,7 +142,11 @@ async def _main(config: Config) -> int:
         config.submission.rewrite_domain,
         add_missing_headers=config.submission.add_missing_headers,
     )
-    cleanup = Cleanup(store, config.hostname, rewrite=rewrite, expander=Expander(directory))
+    # Forwarded (SRS) copies are ARC sealed with the SRS domain's [[dkim.keys]] RSA key.
+    forwarder = config.addressing.srs.domain_or(next(iter(config.local.domains), ""))
+    sealer = arc_sealer_for(config.dkim_keys, forwarder, config.hostname)
+    expander = Expander(directory, sealer=sealer)
+    cleanup = Cleanup(store, config.hostname, rewrite=rewrite, expander=expander)
     scheduler: Scheduler | None = None
 
     def on_queued(message: Any) -> None:
@@ -149,6 +154,15 @@ async def _main(config: Config) -> int:
         scheduler.submit(message)
 
     cleanup.on_forward = on_queued  # SRS-forwarded copies (cleanup.expand)
+    rates = config.ratelimit
+    message_rate = MessageRate(rates.messages_per_user_per_hour, rates.exempt)
+    recipients = Recipients(
+        directory, relay_domains=config.transport, mynetworks=config.relay.mynetworks
+    )
+    # [[policy.checks]] on the MX port (default: ratelimit, recipients); [[dkim.keys]]
+    relay_policy = build_relay_policy(config, message_rate, recipients)
+    # The MX chain's queued/delivered/deferred/bounced stages hear the scheduler's events;
+    # its pending notifications are drained at shutdown.
     notifier = NoticeSender(cleanup, store, config.hostname, config.local.postmaster, on_queued)
     scheduler = Scheduler(
         store,
@@ -156,6 +170,7 @@ async def _main(config: Config) -> int:
         router.route,
         notifier,
         SchedulerSettings(**dataclasses.asdict(config.queue)),
+        events=relay_policy,
     )
     scheduler.start()
     await scheduler.recover()
@@ -170,8 +185,6 @@ async def _main(config: Config) -> int:
     control = ControlServer(socket_path(config.data_dir), scheduler, on_pickup=pickup.wake)
     await control.start()
 
-    rates = config.ratelimit
-    message_rate = MessageRate(rates.messages_per_user_per_hour, rates.exempt)
     auth = config.auth
     ownership = Ownership(
         users,
@@ -190,13 +203,8 @@ async def _main(config: Config) -> int:
         ),
         ownership,
     )
-    recipients = Recipients(
-        directory, relay_domains=config.transport, mynetworks=config.relay.mynetworks
-    )
     # MAIL checks in order: who may submit, with which sender, how often (only MAILs the
     # earlier checks accepted count against the rate).
-    # [[policy.checks]] on the MX port (default: ratelimit, recipients); [[dkim.keys]]
-    relay_policy = build_relay_policy(config, message_rate, recipients)
     intake = build_intake(config, cleanup, config.dkim_keys)
     submission_policy = PolicyChain(
         [RequireAuth(), SenderOwnership(ownership), message_rate, recipients]
@@ -245,6 +253,7 @@ async def _main(config: Config) -> int:
         await pickup.stop()
         assert scheduler is not None
         await scheduler.stop(config.timeouts.shutdown_grace)
+        await relay_policy.drain()
         await smtp.close()
         await lmtp.close()
         await store.close()

@@ -73,6 +73,7 @@ class QueueConfig:
     delay_warning: float = 4 * 3600.0  # then a delay DSN (NOTIFY=DELAY or no NOTIFY); 0 = never
     destination_concurrency: int = 20  # deliveries at once per destination
     active_limit: int = 1000  # messages in memory at once
+    local_concurrency: int = 4  # deliveries at once into local Maildirs (they share our disk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "max_lifetime",
         "delay_warning",
         "destination_concurrency",
+        "local_concurrency",
         "active_limit",
     ),
     "etrn": ("allowed",),
@@ -253,6 +255,7 @@ def build_queue(t: Table) -> QueueConfig:
         if _zero(t.get("delay_warning"))
         else t.seconds("delay_warning", d.delay_warning),
         destination_concurrency=t.integer("destination_concurrency", d.destination_concurrency, 1),
+        local_concurrency=t.integer("local_concurrency", d.local_concurrency, 1),
         active_limit=t.integer("active_limit", d.active_limit, 1),
     )
     if q.retry_first > q.retry_max:

@@ -51,7 +51,7 @@ from kittiwake.queue.sqlite import SQLiteStore
 from kittiwake.smtpd.auth import NoUsers
 from kittiwake.smtpd.datastage import QUARANTINE_HEADER
 from kittiwake.smtpd.server import ConnectionLimits, SmtpServer
-from kittiwake.smtpd.session import ListenerSettings
+from kittiwake.smtpd.settings import ListenerSettings
 from tests.support import proxyproto as pp
 from tests.support.dns import TestDNS
 

@@ -19,7 +19,7 @@ from kittiwake.policy.recipients import Recipients
 from kittiwake.smtpd.auth import NoUsers
 from kittiwake.smtpd.intake import IntakeSink
 from kittiwake.smtpd.server import ConnectionLimits, SmtpServer
-from kittiwake.smtpd.session import ListenerSettings
+from kittiwake.smtpd.settings import ListenerSettings
 from tests.support import proxyproto as pp
 
 

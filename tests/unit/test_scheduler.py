@@ -137,6 +137,22 @@ async def test_destination_concurrency_is_limited(h: Harness) -> None:
     assert agent.most["smtp:busy.example"] == 3 and len(agent.calls) == 11
 
 
+async def test_local_delivery_has_its_own_lower_ceiling(h: Harness) -> None:
+    """Maildir deliveries share our disk with the SMTP side's commits: capped lower."""
+    agent = h.agents["local"] = FakeAgent("local")
+    agent.gate = asyncio.Event()
+    h.routes["here.example"] = Route("local")
+    h.scheduler(destination_concurrency=20, initial_destination_concurrency=20, local_concurrency=2)
+    for i in range(10):
+        await h.send(env(f"u{i}@here.example"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert agent.running["local:"] == 2
+    agent.gate.set()
+    await h.idle()
+    assert agent.most["local:"] == 2 and len(agent.calls) == 10
+
+
 async def test_slow_start_grows_the_window(h: Harness) -> None:
     agent = h.agents["smtp"] = FakeAgent("smtp")
     agent.gate = asyncio.Event()

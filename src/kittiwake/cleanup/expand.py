@@ -29,22 +29,35 @@ the forwarded copy FIRST: a crash between the two commits leaves the copy queued
 client without a 250, so the client retries and the forward target may get the message
 twice — a duplicate, never a loss.
 
+**ARC.** With a ``sealer`` (``cleanup.arcseal``: a ``[[dkim.keys]]`` key for the SRS
+domain) the forwarded copy gets an ARC set on top (RFC 8617 §5.1): the copy's octets are
+teed into a ``BodySpool`` instead of straight into its spool file, and at commit the ARC
+set is computed over the whole copy and written first, then the copy. A spool file can
+only be appended to, so a sealed forward always goes through the copy, even when every
+recipient is forwarded: the copy is then the one message (its id is the client's) and the
+first spool is dropped.
+
 Security: decides which copies leave the machine and under which sender.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from kittiwake.addressing.directory import Directory, TargetKind, address_key
 from kittiwake.envelope import Envelope, Recipient
 from kittiwake.errors import StoreError
+from kittiwake.policy.message import BodySpool
 from kittiwake.queue.api import QueuedMessage, SpoolWriter, Store
 
 log = logging.getLogger("kittiwake.cleanup")
+
+COPY_SIZE = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +82,18 @@ def original_recipient(address: str) -> str | None:
     return f"rfc822;{address}"
 
 
-class Expander:
-    """``Expander(directory).expand(envelope)``; see the module docstring."""
+class Sealer(Protocol):
+    def seal(self, message: bytes) -> bytes:
+        """The ARC set (CRLF lines) to write above ``message``; b"" for none."""
 
-    def __init__(self, directory: Directory) -> None:
+
+class Expander:
+    """``Expander(directory).expand(envelope)``; see the module docstring. ``sealer``
+    (None: none) ARC-seals forwarded copies (``cleanup.arcseal``)."""
+
+    def __init__(self, directory: Directory, sealer: Sealer | None = None) -> None:
         self.directory = directory
+        self.sealer = sealer
 
     def expand(self, envelope: Envelope) -> Expansion:
         directory = self.directory
@@ -130,34 +150,80 @@ class Fork:
         on_forward: Callable[[QueuedMessage], None] | None,
     ) -> None:
         self._expander = expander
+        self._sealer = expander.sealer
         self._on_forward = on_forward
         self._committed = False
         self._copy: SpoolWriter | None = None
-        if expander.expand(envelope).copy_needed:
+        self._tee: BodySpool | None = None  # the copy's octets, while a seal is pending
+        if self._needs_copy(expander.expand(envelope)):
             copy = store.new_message()
             try:
-                copy.write(header(copy.queue_id))
+                if self._sealer is not None:
+                    self._tee = BodySpool()
+                    self._tee.write(header(copy.queue_id))
+                else:
+                    copy.write(header(copy.queue_id))
             except BaseException:
                 copy.abort()
                 raise
             self._copy = copy
 
+    def _needs_copy(self, expansion: Expansion) -> bool:
+        if self._sealer is not None:
+            return expansion.forward is not None  # sealing prepends: always via the copy
+        return expansion.copy_needed
+
     def write(self, data: bytes) -> None:
-        if self._copy is not None:
+        if self._tee is not None:
+            self._tee.write(data)
+        elif self._copy is not None:
             self._copy.write(data)
 
     def abort(self) -> None:
         """Drop the copy's spool unless it is committed (then it is queued mail)."""
+        if self._tee is not None:
+            self._tee.close()
         if self._copy is not None and not self._committed:
             self._copy.abort()
 
-    async def commit(self, store: Store, writer: SpoolWriter, envelope: Envelope) -> QueuedMessage:
-        expansion = self._expander.expand(envelope)
-        if expansion.copy_needed and self._copy is None:
-            raise StoreError(f"{writer.queue_id}: recipients changed after begin (no copy spool)")
-        if not expansion.copy_needed and self._copy is not None:
+    def _drop_copy(self) -> None:
+        if self._tee is not None:
+            self._tee.close()
+            self._tee = None
+        if self._copy is not None:
             self._copy.abort()
             self._copy = None
+
+    async def _seal(self) -> None:
+        """The ARC set, then the teed copy, into the copy's spool file."""
+        assert self._copy is not None and self._tee is not None and self._sealer is not None
+        try:
+            with self._tee.open() as stream:
+                message = await asyncio.to_thread(stream.read)
+        finally:
+            self._tee.close()
+            self._tee = None
+        arc = await asyncio.to_thread(self._sealer.seal, message)
+        self._copy.write(arc)
+        for start in range(0, len(message), COPY_SIZE):
+            self._copy.write(message[start : start + COPY_SIZE])
+
+    async def commit(self, store: Store, writer: SpoolWriter, envelope: Envelope) -> QueuedMessage:
+        expansion = self._expander.expand(envelope)
+        needed = self._needs_copy(expansion)
+        if needed and self._copy is None:
+            raise StoreError(f"{writer.queue_id}: recipients changed after begin (no copy spool)")
+        if not needed and self._copy is not None:
+            self._drop_copy()
+        if self._copy is not None and self._tee is not None:
+            await self._seal()
+        if self._copy is not None and expansion.forward and not expansion.envelope:
+            # Sealed, every recipient forwarded: the sealed copy is the one message.
+            copy = await store.commit(self._copy, expansion.forward)
+            self._committed = True
+            writer.abort()
+            _log(writer.queue_id, copy.queue_id, expansion.forward)
+            return copy
         if self._copy is not None and expansion.envelope and expansion.forward:
             copy = await store.commit(self._copy, expansion.forward)
             self._committed = True

@@ -18,6 +18,7 @@ from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus
 from kittiwake.envelope import Envelope
 
 __all__ = [
+    "DeliveryEvents",
     "DomainSummary",
     "Outcome",
     "QueueStore",
@@ -102,6 +103,22 @@ class Notifier(Protocol):
         self, kind: DsnKind, message: QueuedMessage, recipients: Sequence[DsnRecipient]
     ) -> str | None:
         """Queue the notice; its queue id, or None when none was sent."""
+
+
+class DeliveryEvents(Protocol):
+    """Post-queue notifications, injected into the scheduler (queue never imports policy;
+    the policy chain's notification stages fit as they are). Called synchronously from the
+    scheduler's loop: an implementation must return at once (schedule its own work) —
+    the scheduler logs and ignores anything it raises."""
+
+    def queued(self, message: QueuedMessage) -> None:
+        """A message was committed and handed to the scheduler."""
+
+    def delivered(self, message: QueuedMessage, outcome: Outcome) -> None: ...
+
+    def deferred(self, message: QueuedMessage, outcome: Outcome) -> None: ...
+
+    def bounced(self, message: QueuedMessage, outcome: Outcome) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ connection still open (back-to-back delivery, connection reuse).
 One attempt: ``discard`` and ``error`` routes are answered here, a known transport's agent
 is called (an agent that raises or forgets a recipient defers it, 4.3.0), an unknown one
 defers 4.3.5 loudly; the outcomes are finalized (``sched_policy.finalize``), recorded in
-place, and logged one line per recipient. A site failure puts the route key in the
-dead-destination cache: its jobs are deferred without an attempt until the entry expires.
+place, logged one line per recipient, and announced to the ``DeliveryEvents``. A site
+failure puts the route key in the dead-destination cache: its jobs are deferred without an
+attempt until the entry expires.
 Not security sensitive.
 """
 
@@ -30,9 +31,10 @@ from kittiwake.delivery.api import (
     RecipientStatus,
     Route,
 )
-from kittiwake.queue.api import QueueStore
+from kittiwake.queue.api import DeliveryEvents, QueueStore
 from kittiwake.queue.routing import error_reply
 from kittiwake.queue.sched_clock import Clock
+from kittiwake.queue.sched_events import announce_outcomes
 from kittiwake.queue.sched_jobs import Destination, Job
 from kittiwake.queue.sched_policy import (
     AGENT_FAILED,
@@ -61,6 +63,7 @@ class Dispatcher:
         rng: random.Random,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         on_done: Callable[[Job], None],
+        events: DeliveryEvents | None = None,
     ) -> None:
         self.store = store
         self.agents = agents
@@ -69,6 +72,7 @@ class Dispatcher:
         self.rng = rng
         self.spawn = spawn
         self.on_done = on_done
+        self.events = events  # post-queue hooks, told each recorded outcome
         self.dests: dict[str, Destination] = {}
         self.dead: dict[str, tuple[float, Outcome]] = {}  # route key -> (until, why)
         self.closed = False
@@ -82,6 +86,14 @@ class Dispatcher:
         dest.jobs.append(job)
         self._start(dest)
 
+    def _cap(self, key: str) -> int:
+        """The concurrency ceiling of a destination. Local delivery has its own, lower one
+        (Postfix: local_destination_concurrency_limit): parallel fsyncs into one disk beyond
+        a few only slow the SMTP side's commits down, and deliver no faster (measured)."""
+        if key.startswith("local:"):
+            return self.settings.local_concurrency
+        return self.settings.destination_concurrency
+
     def close(self) -> None:
         """Start no more jobs (shutdown); jobs running finish or are cancelled by the owner."""
         self.closed = True
@@ -89,7 +101,7 @@ class Dispatcher:
             dest.jobs.clear()
 
     def _start(self, dest: Destination) -> None:
-        limit = max(1, min(dest.window, self.settings.destination_concurrency))
+        limit = max(1, min(dest.window, self._cap(dest.key)))
         while dest.jobs and dest.running < limit and not self.closed:
             job = dest.jobs.popleft()
             dest.running += 1
@@ -148,6 +160,7 @@ class Dispatcher:
         for r, o in zip(rcpts, fin.outcomes, strict=True):
             dlog.info("%s", log_line(visit.message, r, o, o.remote_mta or relay, now))
         visit.message = with_outcomes(visit.message, fin, now, route.key)
+        announce_outcomes(self.events, visit.message, fin.outcomes)
         if agent is not None:
             self._learn(dest, raw, now)
 
@@ -184,4 +197,4 @@ class Dispatcher:
                 dest.window = 1
                 qlog.warning("%s: destination dead for %gs: %s", dest.key, ttl, site[0].reply)
         else:
-            dest.window = min(dest.window + 1, self.settings.destination_concurrency)
+            dest.window = min(dest.window + 1, self._cap(dest.key))

@@ -34,6 +34,7 @@ class SchedulerSettings:
 
     active_limit: int = 1000  # messages in memory at once (qmgr_message_active_limit)
     destination_concurrency: int = 20  # parallel deliveries per route key
+    local_concurrency: int = 4  # ... for the local (Maildir) transport: it shares our disk
     retry_first: float = 300.0  # first retry after ~this (minimal_backoff_time)
     retry_max: float = 3600.0  # backoff cap (maximal_backoff_time)
     max_lifetime: float = 5 * 86400.0  # then bounce 5.4.7 (maximal_queue_lifetime)

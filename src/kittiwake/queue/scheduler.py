@@ -22,6 +22,8 @@ escapes them).
   ``dead_destination_ttl`` its mail is deferred without an attempt.
 - Past ``max_lifetime`` a deferral becomes a bounce (5.4.7). Delay warnings go out once
   per recipient after ``delay_warning``, per NOTIFY (``sched_policy.wants``).
+- Post-queue hooks: the optional ``events`` (``queue.api.DeliveryEvents``, e.g. the policy
+  chain) hears ``queued`` on ``submit`` and delivered/deferred/bounced per recorded outcome.
 
 Notices and crash safety. An outcome is recorded in place before anything else happens.
 A final outcome that owes a DSN is recorded *together with* the debt (``notice`` column,
@@ -57,10 +59,11 @@ from kittiwake.delivery.api import (
     QueuedRecipient,
     Route,
 )
-from kittiwake.queue.api import Notifier, QueueStore
+from kittiwake.queue.api import DeliveryEvents, Notifier, QueueStore
 from kittiwake.queue.sched_admin import SchedulerAdmin
 from kittiwake.queue.sched_clock import Sleep
 from kittiwake.queue.sched_dispatch import Dispatcher
+from kittiwake.queue.sched_events import announce_queued
 from kittiwake.queue.sched_jobs import Job, Timers, Visit
 from kittiwake.queue.sched_notices import Notices, owes
 from kittiwake.queue.sched_policy import (
@@ -94,12 +97,14 @@ class Scheduler(SchedulerAdmin):
         *,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        events: DeliveryEvents | None = None,
     ) -> None:
         self.store = store
         self.agents = agents
         self.router = router
         self.settings = settings = settings or SchedulerSettings()
         self.clock = clock
+        self._events = events
         self._notices = Notices(store, notifier, settings, clock, self._on_notice)
         self._timers = Timers(
             clock, sleep, self._enqueue, self._sweep, settings.sweep_interval, self._touch
@@ -117,7 +122,14 @@ class Scheduler(SchedulerAdmin):
         self._work = asyncio.Event()
         self._changed = asyncio.Event()
         self._jobs = Dispatcher(
-            store, agents, settings, clock, rng or random.Random(), self._spawn, self._job_done
+            store,
+            agents,
+            settings,
+            clock,
+            rng or random.Random(),
+            self._spawn,
+            self._job_done,
+            events,
         )
 
     @property
@@ -155,7 +167,9 @@ class Scheduler(SchedulerAdmin):
 
     def submit(self, message: QueuedMessage) -> None:
         """New mail, right after commit: scheduled at once (the snapshot saves a read).
-        Ignored unless started."""
+        Ignored unless started. Announced to ``events.queued`` (post-queue hooks)."""
+        if self._running:
+            announce_queued(self._events, message)
         self._enqueue(message, new=True)
 
     async def stop(self, timeout: float = 10.0) -> None:

@@ -26,7 +26,8 @@ from kittiwake.envelope import Reply
 from kittiwake.net.proxy import Endpoint
 from kittiwake.net.proxy_listen import ProxyListener, ProxySettings
 from kittiwake.policy.ratelimit import TOO_MANY_CONNECTIONS, ConnectionRate
-from kittiwake.smtpd.session import ListenerSettings, Session
+from kittiwake.smtpd.session import Session
+from kittiwake.smtpd.settings import ListenerSettings
 
 log = logging.getLogger("kittiwake.smtpd")
 

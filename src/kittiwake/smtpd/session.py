@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import replace
 
 from kittiwake.cleanup.writer import MessageRefused
 from kittiwake.envelope import Envelope, Recipient, Reply, SessionInfo
 from kittiwake.errors import KittiwakeError
-from kittiwake.policy import Action, PolicyChain, Verdict
+from kittiwake.policy import Action, Verdict
 from kittiwake.policy.results import Results
 from kittiwake.proto import events as ev
 from kittiwake.proto.server import ServerConnection
-from kittiwake.smtpd.auth import Authenticated, Authenticator, AuthExchange
+from kittiwake.smtpd.auth import Authenticated, AuthExchange
 from kittiwake.smtpd.datastage import DataStage
-from kittiwake.smtpd.intake import Intake, IntakeSink, QueuedNotice
+from kittiwake.smtpd.intake import IntakeSink
+from kittiwake.smtpd.settings import ListenerSettings
 
 log = logging.getLogger("kittiwake.smtpd")
 
@@ -34,24 +34,6 @@ SHUTDOWN_REPLY = Reply(421, "4.3.2", "Service shutting down, try again later")
 TEMP_STORE_FAILURE = Reply(451, "4.3.0", "Temporary failure storing the message, try again")
 RECIPIENT_NOT_PLACED = Reply(554, "5.7.1", "Relay access denied")
 AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerSettings:
-    """Everything a session needs that is fixed per listener."""
-
-    role: str
-    proto: ev.ProtoConfig
-    policy: PolicyChain
-    intake: Intake
-    authenticator: Authenticator
-    tls_context: ssl.SSLContext | None
-    command_timeout: float
-    data_timeout: float
-    on_queued: Callable[[QueuedNotice], None]
-    implicit_tls: bool = False
-    etrn: Callable[[str, str], Awaitable[Reply]] | None = None  # (argument, client ip) → reply
-    spool_dir: Path | None = None  # DATA checks' temporary files (None: the system's)
 
 
 class Session:
