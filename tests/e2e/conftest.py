@@ -45,6 +45,18 @@ def _remember(request: pytest.FixtureRequest, server: KittiwakeServer) -> None:
         item.stash.setdefault(_KEY, []).append(server)
 
 
+# Module fixtures holding a daemon in ``.server`` (tests/support/mta.py environments).
+_ENV_FIXTURES = ("relay", "routed")
+
+
+@pytest.fixture(autouse=True)
+def _attach_env_log(request: pytest.FixtureRequest) -> None:
+    """A failing test that used a relay environment shows that daemon's log too."""
+    for name in _ENV_FIXTURES:
+        if name in request.fixturenames:
+            _remember(request, request.getfixturevalue(name).server)
+
+
 @pytest.fixture(scope="session")
 def _shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KittiwakeServer]:
     srv = KittiwakeServer(tmp_path_factory.mktemp("kittiwake-shared"))

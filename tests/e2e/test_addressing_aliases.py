@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import _remember
 from tests.support.dsn_read import parse_dsn
 from tests.support.mta import Relay, relay_env, tag
 from tests.support.server import KittiwakeServer
@@ -49,11 +48,6 @@ CONFIG: dict[str, dict[str, Any]] = {
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     with relay_env(tmp_path_factory.mktemp("addressing-aliases"), **CONFIG) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def send(server: KittiwakeServer, sender: str, rcpts: list[str], subject: str) -> str:

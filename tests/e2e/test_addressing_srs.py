@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from kittiwake.addressing.srs import Srs
-from tests.e2e.conftest import _remember
 from tests.support.mta import Relay, relay_env, tag, wait_until
 from tests.support.server import KittiwakeServer
 from tests.support.smtpclient import RawSMTP, message
@@ -39,11 +38,6 @@ CONFIG: dict[str, dict[str, Any]] = {
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     with relay_env(tmp_path_factory.mktemp("addressing-srs"), **CONFIG) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def srs(clock: float | None = None) -> Srs:

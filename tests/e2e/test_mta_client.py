@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import _remember
 from tests.support.mta import (
     Relay,
     delivery_lines,
@@ -32,11 +31,6 @@ from tests.support.smtpclient import message
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     with relay_env(tmp_path_factory.mktemp("mta-client")) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def _without(*names: str) -> tuple[str, ...]:

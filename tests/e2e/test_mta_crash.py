@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import _remember
 from tests.support.mta import Relay, queue_list, relay_env, submit, tag, wait_until
 from tests.support.sinks import Script, Sink
 from tests.support.smtpclient import message
@@ -26,11 +25,6 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     root = tmp_path_factory.mktemp("mta-crash")
     with relay_env(root, queue=QUEUE, timeouts={"shutdown_grace": 1}) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def _delivered(sink: Sink) -> Counter[str]:

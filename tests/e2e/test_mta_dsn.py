@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import _remember
 from tests.support.dsn_read import Dsn, parse_dsn
 from tests.support.mta import (
     Relay,
@@ -35,11 +34,6 @@ POSTMASTER = "postmaster@example.test"
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     with relay_env(tmp_path_factory.mktemp("mta-dsn")) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def _sender() -> str:

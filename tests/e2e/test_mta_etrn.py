@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import _remember
 from tests.support.mta import (
     Relay,
     recipient_states,
@@ -30,11 +29,6 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     root = tmp_path_factory.mktemp("mta-etrn")
     with relay_env(root, queue=SLOW_QUEUE, etrn={"allowed": ["127.0.0.1/32"]}) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def _deferred(relay: Relay, domain: str, count: int) -> tuple[str, list[str]]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import _remember
 from tests.support.mta import (
     Relay,
     queue_cli,
@@ -42,11 +41,6 @@ def busy() -> Script:
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     with relay_env(tmp_path_factory.mktemp("mta-queue"), queue=SLOW_QUEUE) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def _deferred(relay: Relay, sink: Sink | None = None) -> tuple[str, str, str]:

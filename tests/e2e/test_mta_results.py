@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import _remember
 from tests.support.dsn_read import Dsn, parse_dsn
 from tests.support.mta import (
     Relay,
@@ -34,11 +33,6 @@ from tests.support.smtpclient import message
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     with relay_env(tmp_path_factory.mktemp("mta-results")) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 def _notices(relay: Relay, sender: str) -> list[Dsn]:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from kittiwake.net.tls import ensure_self_signed, server_context
-from tests.e2e.conftest import _remember
 from tests.support.mta import (
     Relay,
     queued_message,
@@ -52,11 +51,6 @@ def relay(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[Rela
     settings = {"tls_policy": "required", "tls_policies": policies, "tls_ca_file": str(ca.ca_file)}
     with relay_env(root, relay=settings) as env:
         yield env
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(relay: Relay, request: pytest.FixtureRequest) -> None:
-    _remember(request, relay.server)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import pytest
 
 from kittiwake.net.tls import ensure_self_signed, server_context
-from tests.e2e.conftest import _remember
 from tests.support.dns import TestDNS
 from tests.support.mta import (
     Addresses,
@@ -79,11 +78,6 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routed]:
                 server.stop()
         finally:
             sinks.close()
-
-
-@pytest.fixture(autouse=True)
-def _attach_log(routed: Routed, request: pytest.FixtureRequest) -> None:
-    _remember(request, routed.server)
 
 
 def _arrived(sink: Sink, rcpt: str) -> bool:
