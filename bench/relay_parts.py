@@ -25,10 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.measure import SENDER
-from bench.targets import DOMAIN, POSTFIX_REPORTED, KittiwakeTarget, Target, TargetUnavailable
+from bench.targets import (
+    DOMAIN,
+    POSTFIX_REPORTED,
+    KittiwakeTarget,
+    PostfixTarget,
+    TargetUnavailable,
+)
 from tests.support.postfix import (
-    PostfixUnavailable,
-    PrivatePostfix,
     count_maildir,
     process_children,
     split_hostport,
@@ -36,7 +40,6 @@ from tests.support.postfix import (
 )
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
-POSTCONF = "/usr/sbin/postconf"
 POSTQUEUE = "/usr/sbin/postqueue"
 REMOTE = "remote.test"  # the one remote domain the queue is for
 RCPT = f"rcpt@{REMOTE}"
@@ -243,47 +246,32 @@ class RelayKittiwake(KittiwakeTarget):
         return [pid, *process_children(pid)] if pid else []
 
 
-class RelayPostfix(Target):
+class RelayPostfix(PostfixTarget):
     """A private Postfix relaying ``remote.test`` to ``[sink]:port`` (transport_maps);
     Postfix's defaults otherwise, plus ``extra`` main.cf settings (recorded)."""
 
-    name = "postfix"
+    reported = POSTFIX_RELAY_REPORTED
 
     def __init__(
         self, workdir: Path, listen: str, sink: str, extra: dict[str, str] | None = None
     ) -> None:
-        super().__init__(workdir, listen)
         self.sink = sink
+        host, port = split_hostport(sink)
         main_cf = {
-            "transport_maps": f"inline:{{ {REMOTE}=smtp:[{split_hostport(sink)[0]}]:"
-            f"{split_hostport(sink)[1]} }}",
+            "transport_maps": f"inline:{{ {REMOTE}=smtp:[{host}]:{port} }}",
             # Only paces the (untimed) injection: cleanup sleeps when mail arrives faster
             # than it leaves, which it always does while the sink is down.
             "in_flow_delay": "0",
             **(extra or {}),
         }
-        self.pf = PrivatePostfix(
+        super().__init__(
             workdir,
             listen,
+            (),
+            main_cf,
             virtual_domains=LOCAL_DOMAINS,
-            main_cf_extra=main_cf,
             myhostname=f"postfix.{DOMAIN}",
         )
-
-    def start(self) -> None:
-        try:
-            self.pf.start()
-        except PostfixUnavailable as exc:
-            raise TargetUnavailable(f"postfix: {exc}") from exc
-
-    def stop(self) -> None:
-        self.pf.stop()
-
-    def root_pid(self) -> int | None:
-        return self.pf.master_pid()
-
-    def mailbox(self, local: str) -> Path:
-        return self.pf.mailbox(DOMAIN, local)
 
     def queue_state(self) -> QueueState:
         return QueueState(self.pf.queue_count(), _files(self.pf.queue / "deferred"))
@@ -301,17 +289,6 @@ class RelayPostfix(Target):
     def server_pids(self) -> list[int]:
         pid = self.root_pid()
         return [pid, *process_children(pid)] if pid else []
-
-    def settings(self) -> dict[str, str]:
-        out = subprocess.run(
-            [POSTCONF, "-c", str(self.pf.etc), *POSTFIX_RELAY_REPORTED],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout
-        main_cf = "".join(f"{k} = {v}\n" for k, v in self.pf.main_cf.items())
-        return {"main.cf (written)": main_cf, "effective (postconf)": out}
 
     def log_tail(self, size: int = 3000) -> str:
         return self.pf.log()[-size:]

@@ -253,7 +253,10 @@ POSTFIX_REPORTED = (
 
 
 class PostfixTarget(Target):
+    """A private Postfix (tests/support/postfix.py) as a benchmark target."""
+
     name = "postfix"
+    reported: tuple[str, ...] = POSTFIX_REPORTED  # main.cf keys printed with the results
 
     def __init__(
         self,
@@ -261,15 +264,18 @@ class PostfixTarget(Target):
         listen: str,
         mailboxes: Sequence[str],
         main_cf_extra: Mapping[str, str] | None = None,
+        *,
+        virtual_domains: Sequence[str] = (DOMAIN,),
+        myhostname: str = "postfix.bench.test",
     ) -> None:
         super().__init__(workdir, listen)
         self.pf = PrivatePostfix(
             workdir,
             listen,
-            virtual_domains=[DOMAIN],
+            virtual_domains=list(virtual_domains),
             mailboxes=[f"{local}@{DOMAIN}" for local in mailboxes],
             main_cf_extra=main_cf_extra,
-            myhostname="postfix.bench.test",
+            myhostname=myhostname,
         )
 
     def start(self) -> None:
@@ -289,7 +295,7 @@ class PostfixTarget(Target):
 
     def settings(self) -> dict[str, str]:
         out = subprocess.run(
-            ["/usr/sbin/postconf", "-c", str(self.pf.etc), *POSTFIX_REPORTED],
+            ["/usr/sbin/postconf", "-c", str(self.pf.etc), *self.reported],
             capture_output=True,
             text=True,
             timeout=30,
