@@ -29,12 +29,8 @@ MiB = 1024 * 1024
 # -- memory ------------------------------------------------------------------------------------
 
 
-def tree_rss(root: int) -> int:
-    """Sum of RSS over ``root`` and all its descendants, in bytes (0 if it is gone).
-
-    Shared pages are counted once per process, so a multi-process server (Postfix) looks
-    bigger than its proportional share; the benchmark reports it as such.
-    """
+def _tree_sum(root: int, read: Callable[[psutil.Process], int]) -> int:
+    """``read(process)`` summed over ``root`` and all its descendants (0 if it is gone)."""
     try:
         proc = psutil.Process(root)
         procs = [proc, *proc.children(recursive=True)]
@@ -43,8 +39,17 @@ def tree_rss(root: int) -> int:
     total = 0
     for p in procs:
         with suppress(psutil.Error):
-            total += p.memory_info().rss
+            total += read(p)
     return total
+
+
+def tree_rss(root: int) -> int:
+    """Sum of RSS over ``root`` and all its descendants, in bytes (0 if it is gone).
+
+    Shared pages are counted once per process, so a multi-process server (Postfix) looks
+    bigger than its proportional share; the benchmark reports it as such.
+    """
+    return _tree_sum(root, lambda p: int(p.memory_info().rss))
 
 
 def tree_pss(root: int) -> int:
@@ -53,16 +58,7 @@ def tree_pss(root: int) -> int:
     Fairer than RSS for a multi-process server but slow to read (smaps), so it is taken once,
     not sampled.
     """
-    try:
-        proc = psutil.Process(root)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for p in procs:
-        with suppress(psutil.Error):
-            total += p.memory_full_info().pss
-    return total
+    return _tree_sum(root, lambda p: int(p.memory_full_info().pss))
 
 
 class MemorySampler:
