@@ -155,6 +155,7 @@ class MaildirAgent:
         open_body: BodyOpener,
     ) -> list[Outcome]:
         outcomes = []
+        junk: bool | None = None  # a property of the message: read once, when first needed
         for rcpt in recipients:
             mailbox = self.mailboxes.lookup(rcpt.address)
             if mailbox is None:
@@ -162,7 +163,9 @@ class MaildirAgent:
                 continue
             try:
                 maildir = self.mailboxes.path_for(mailbox)
-                if quarantined(open_body):
+                if junk is None:
+                    junk = quarantined(open_body)
+                if junk:
                     maildir = maildir / JUNK
                 unique = self.unique_name(message, rcpt)
                 self.deliver_one(
