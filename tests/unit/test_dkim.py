@@ -180,13 +180,22 @@ async def test_broken_signature_fields_are_permerror(dns: TestDNS) -> None:
     assert r3.result == "permerror" and "s=" in r3.reason
 
 
-async def test_too_large_is_neutral_without_dns(dns: TestDNS) -> None:
+async def test_body_over_max_size_is_neutral(dns: TestDNS) -> None:
     publish(dns, KEYS["rsa"])
     message = signed("rsa")
-    [r] = await verify(io.BytesIO(message), resolver=dns.resolver(), max_size=100)
+    [r] = await verify(io.BytesIO(message), resolver=dns.resolver(), max_size=10)
     assert r.result == "neutral" and "larger" in r.reason and r.domain == "a.test"
-    [r2] = await verify(message, resolver=dns.resolver(), max_size=100)
+    [r2] = await verify(message, resolver=dns.resolver(), max_size=10)
     assert r2.result == "neutral"
+    [r3] = await verify(io.BytesIO(message), resolver=dns.resolver(), max_size=len(message))
+    assert r3.result == "pass"
+
+
+async def test_huge_header_section_is_neutral_without_dns(dns: TestDNS) -> None:
+    publish(dns, KEYS["rsa"])
+    message = signed("rsa", b"X-Filler: " + b"x" * 2_000_000 + b"\r\n" + MESSAGE)
+    [r] = await verify(io.BytesIO(message), resolver=dns.resolver())
+    assert r.result == "neutral" and "header section larger" in r.reason
     assert dns.queries == []
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import IO
 
 from kittiwake.errors import ConfigError
 from kittiwake.net.dns import to_ascii
 from kittiwake.policy.arc import ArcError, seal
 from kittiwake.policy.authres import HEADER, authserv_id_of, fields
+from kittiwake.policy.dkim_io import read_head
 from kittiwake.policy.dkim_sign import DkimKey, algorithm_of
 
 __all__ = ["ArcSealer", "arc_sealer_for", "our_auth_results"]
@@ -42,7 +44,10 @@ def our_auth_results(message: bytes, authserv_id: str) -> str:
 
 
 class ArcSealer:
-    """``seal(message)``: the ARC set to prepend (CRLF lines), or b"" when sealing fails."""
+    """``seal(message)``: the ARC set to prepend (CRLF lines), or b"" when sealing fails.
+
+    ``message``: bytes or a binary file at its start (streamed, never held whole; this
+    blocks: call it in a worker thread)."""
 
     def __init__(self, domain: str, selector: str, key_pem: bytes, authserv_id: str) -> None:
         self.domain = domain
@@ -50,15 +55,16 @@ class ArcSealer:
         self._key = key_pem
         self.authserv_id = authserv_id
 
-    def seal(self, message: bytes) -> bytes:
+    def seal(self, message: bytes | IO[bytes]) -> bytes:
+        split = read_head(message)
         try:
             lines = seal(
-                message,
+                split,
                 domain=self.domain,
                 selector=self.selector,
                 key=self._key,
                 authserv_id=self.authserv_id,
-                auth_results=our_auth_results(message, self.authserv_id),
+                auth_results=our_auth_results(split.head, self.authserv_id),
             )
         except ArcError as exc:
             log.warning("forwarded copy not ARC sealed: %s", exc)

@@ -8,9 +8,10 @@ covers the header fields as they leave us, so it is made *after* the submission 
 message enters the queue: the sink tees the body into a ``policy.message.BodySpool``
 (memory up to 256 KiB, then a temporary file), and at ``commit`` rewrites it, signs it
 for the RFC5322.From domain when that domain has a key, and streams it into an ordinary
-``CleanupSink`` with the ``DKIM-Signature`` field(s) above our Received line. Signing
-needs the message whole in memory (dkimpy's interface): that is bounded by the
-listener's message size limit. A From without a configured key: no signature, nothing
+``CleanupSink`` with the ``DKIM-Signature`` field(s) above our Received line. The spool
+is streamed twice, never held whole: once to sign (header section, then the body hash in
+one pass, in a worker thread: ``policy.dkim_sign``), once to copy. A From without a
+configured key, or a header section over ``dkim_io.HEAD_LIMIT``: no signature, nothing
 refused. Security: HIGH (our signature vouches for the content).
 """
 
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from kittiwake.cleanup.rewrite import is_submission
 from kittiwake.envelope import Envelope, SessionInfo
+from kittiwake.policy.dkim_io import read_head
 from kittiwake.policy.dkim_sign import DkimSigner
 from kittiwake.policy.dmarc import from_domain
 from kittiwake.policy.message import BodySpool
@@ -37,17 +39,17 @@ __all__ = ["SigningIntake", "SigningSink", "signature_for"]
 COPY_SIZE = 256 * 1024
 
 
-def _header_section(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
+def signature_for(signer: DkimSigner, message: bytes | IO[bytes]) -> bytes:
+    """The DKIM-Signature field(s) for ``message`` (b"" when its From has no key).
 
-
-def signature_for(signer: DkimSigner, message: bytes) -> bytes:
-    """The DKIM-Signature field(s) for ``message`` (b"" when its From has no key)."""
-    domain = from_domain(_header_section(message))
+    ``message``: bytes or a binary file at its start, streamed (this blocks)."""
+    split = read_head(message)
+    if not split.complete:
+        return b""
+    domain = from_domain(split.head)
     if domain is None or domain not in signer.domains():
         return b""
-    return signer.sign(message, domain)
+    return signer.sign(split, domain)
 
 
 class SigningSink:
@@ -90,11 +92,11 @@ class SigningSink:
             if self._rewriter is not None and not self._rewriter.done:
                 self._spool.write(self._rewriter.finish())
             with self._spool.open() as stream:
-                message = await asyncio.to_thread(stream.read)
-            signature = await asyncio.to_thread(signature_for, self._signer, message)
-            self._inner = self._open_sink(self._prepend + signature)
-            for start in range(0, len(message), COPY_SIZE):
-                self._inner.write(message[start : start + COPY_SIZE])
+                signature = await asyncio.to_thread(signature_for, self._signer, stream)
+                self._inner = self._open_sink(self._prepend + signature)
+                stream.seek(0)
+                while chunk := await asyncio.to_thread(stream.read, COPY_SIZE):
+                    self._inner.write(chunk)
             return await self._inner.commit(envelope or self._envelope)
         finally:
             self._spool.close()

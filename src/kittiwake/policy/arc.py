@@ -1,10 +1,13 @@
 """ARC (RFC 8617): verify the Authenticated Received Chain, seal when forwarding.
 
-Owns ``verify_chain`` and ``seal``, thin typed wrappers over dkimpy's ``arc_verify`` /
-``arc_sign``. dkimpy asks for keys through a synchronous ``dnsfunc``; we never let it touch
+Owns ``verify_chain`` and ``seal``, thin typed wrappers over dkimpy's ARC verification and
+signing. dkimpy asks for keys through a synchronous ``dnsfunc``; we never let it touch
 the system resolver: every ``s=``/``d=`` key name in the ARC-Seal and
 ARC-Message-Signature fields is looked up first through our async ``Resolver`` and
 dkimpy gets a dictionary lookup (the same prefetch scheme as DKIM verification).
+The message is streamed as for DKIM: dkimpy (``dkim_io.HeadARC``) sees only the header
+section; the ARC-Message-Signature body hashes (``bh=``, RFC 8617 §4.1.2) are computed in
+one pass over the body (``dkim_body``), never holding it whole.
 
 Security: sensitive. Header fields and key records are attacker-controlled; the number
 of key lookups is bounded (RFC 8617 §4.2.1 caps instances at 50). A chain result only
@@ -15,21 +18,26 @@ it are the caller's decision (RFC 8617 §7.2).
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import dkim
+import dkim.util
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kittiwake.net.dns import Resolver, Status, to_ascii
 from kittiwake.policy.authres import HEADER, fields, strip_forged
+from kittiwake.policy.dkim_body import BodySpec
+from kittiwake.policy.dkim_io import HeadARC, Message, hash_body, read_head, spec_of
 from kittiwake.policy.results import CheckResult
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1
 _ARC_SIGNED = ("arc-seal", "arc-message-signature")
 _CV = {b"pass": "pass", b"fail": "fail", b"none": "none"}
+_SEAL_SPEC = BodySpec(b"relaxed", "sha256")  # ARC signs rsa-sha256, relaxed/relaxed
 
 
 class ArcError(Exception):
@@ -98,19 +106,62 @@ def _dnsfunc(found: dict[str, bytes]) -> Any:
     return lookup
 
 
-async def verify_chain(message: bytes, resolver: Resolver) -> ArcResult:
+def _body_specs(head: bytes) -> set[BodySpec]:
+    """The body hashes the ARC-Message-Signatures ask for (bounded; bad ones skipped:
+    dkimpy then finds no hash for them and the set fails)."""
+    specs: set[BodySpec] = set()
+    for name, value in fields(head):
+        if name.lower() != "arc-message-signature" or len(specs) >= MAX_INSTANCES:
+            continue
+        try:
+            tags = dkim.util.parse_tag_value(value.encode("utf-8", "surrogateescape"))
+            specs.add(spec_of(tags, HeadARC.default_c))
+        except (dkim.DKIMException, dkim.util.InvalidTagValueList, KeyError, ValueError):
+            continue
+    return specs
+
+
+def _run_dkimpy(
+    message: Message, found: dict[str, bytes], max_size: int
+) -> tuple[Any, Any, str] | None:
+    """In a worker thread: the body hashes in one pass, then dkimpy's chain validation
+    (its ``arc_verify`` result); None when the body is over ``max_size``."""
+    hashes = hash_body(message, _body_specs(message.head), max_size)
+    if hashes is None:
+        return None
+    try:
+        checker = HeadARC(message.head, timeout=5)
+        checker.body_hashes = hashes
+        cv, sets, reason = checker.verify(dnsfunc=_dnsfunc(found))
+    except (dkim.DKIMException, IndexError) as exc:  # as dkim.arc_verify; unparseable
+        return dkim.CV_Fail, [], str(exc)
+    return cv, sets, str(reason)
+
+
+async def verify_chain(
+    message: bytes | IO[bytes], resolver: Resolver, *, max_size: int = 0
+) -> ArcResult:
     """Validate the ARC chain of ``message`` (RFC 8617 §5.2): none, pass or fail.
 
-    Keys come only from ``resolver``. Verification runs in a worker thread (it hashes
-    the whole body). A seal that reports ``cv=fail`` ends the chain: the result is fail.
+    ``message``: bytes, or a binary file at its start (streamed, never held whole).
+    Keys come only from ``resolver``. The body is hashed in a worker thread; a body over
+    ``max_size`` octets (> 0), or a streamed header section over ``dkim_io.HEAD_LIMIT``,
+    is not validated (none). A seal that reports ``cv=fail`` ends the chain: fail.
     """
-    names = key_names(message)
+    if isinstance(message, bytes | bytearray | memoryview):
+        split = read_head(message)
+    else:
+        split = await asyncio.to_thread(read_head, message)
+    if not split.complete:
+        return ArcResult("none", "header section too large to validate")
+    names = key_names(split.head)
     if not names:
         return ArcResult("none", "message is not ARC sealed")
     found, dns_error = await prefetch(resolver, names)
-    cv, sets, reason = await asyncio.to_thread(
-        dkim.arc_verify, message, dnsfunc=_dnsfunc(found), timeout=5
-    )
+    outcome = await asyncio.to_thread(_run_dkimpy, split, found, max_size)
+    if outcome is None:
+        return ArcResult("none", "message too large to validate")
+    cv, sets, reason = outcome
     result = _CV.get(cv, "fail") if cv is not None else "fail"
     domains = tuple(
         s.get("as-domain", b"").decode("ascii", "replace") for s in sets if isinstance(s, dict)
@@ -143,7 +194,7 @@ def _pkcs1_pem(key: bytes | rsa.RSAPrivateKey) -> bytes:
 
 
 def seal(
-    message: bytes,
+    message: bytes | IO[bytes] | Message,
     *,
     domain: str,
     selector: str,
@@ -156,6 +207,8 @@ def seal(
 
     ``auth_results`` is our Authentication-Results field for this message (as
     ``authres.build_header`` makes it, with its ``arc=`` result from ``verify_chain``;
+    ``message``: bytes, a binary file at its start or a ``dkim_io.read_head`` split (the
+    body is streamed once for the ARC-Message-Signature's ``bh=``; this blocks);
     no ``arc=`` means cv=none, right for a message without a chain). It replaces any
     A-R with our id in the copy dkimpy reads; the caller writes it into the message
     itself. Returns ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results, each
@@ -167,18 +220,25 @@ def seal(
         field = f"{HEADER}: {field}"
     # dkimpy matches the field name byte-for-byte.
     field = HEADER + field[len(HEADER) :]
-    body = strip_forged(message, authserv_id)
-    copy = re.sub(rb"\r?\n", b"\r\n", field.encode("utf-8") + b"\n" + body)
-    try:
-        lines = dkim.arc_sign(
-            copy,
+    split = message if isinstance(message, Message) else read_head(message)
+    if not split.complete:
+        raise ArcError("ARC sealing failed: the header section is too large")
+    hashes = hash_body(split, [_SEAL_SPEC])
+    assert hashes is not None  # no size limit
+    head = strip_forged(split.head, authserv_id)
+    copy = re.sub(rb"\r?\n", b"\r\n", field.encode("utf-8") + b"\n" + head)
+    try:  # as dkim.arc_sign, with the streamed body hash (dkim_io.HeadARC)
+        signer = HeadARC(copy, signature_algorithm=b"rsa-sha256", linesep=b"\r\n")
+        signer.body_hash = base64.b64encode(hashes[_SEAL_SPEC])
+        lines = signer.sign(
             selector.encode("ascii"),
             domain.encode("ascii"),
             pem,
             authserv_id.encode("ascii"),
+            include_headers=signer.default_sign_headers(),
             timestamp=timestamp,
         )
-    except dkim.DKIMException as exc:
+    except (dkim.DKIMException, IndexError) as exc:
         raise ArcError(f"ARC sealing failed: {exc}") from None
     if not lines:
         raise ArcError("ARC sealing refused: existing chain but no arc= result for it")

@@ -1,11 +1,15 @@
 """DKIM verification (RFC 6376 §6): one RFC 8601 result per DKIM-Signature header field.
 
-Owns ``verify`` and ``DkimResult``. Cryptography and canonicalization are dkimpy's; this
-module decides what to ask it and how to name the outcome. DNS never goes through dkimpy's
-own resolver (it would read /etc/resolv.conf): the DKIM-Signature fields are parsed here,
-every ``<s>._domainkey.<d>`` TXT record is fetched first through our async ``Resolver``,
-then dkimpy runs in a worker thread (RSA verification is CPU work) with a ``dnsfunc`` that
-answers only from those prefetched records.
+Owns ``verify`` and ``DkimResult``. Cryptography and header canonicalization are dkimpy's;
+this module decides what to ask it and how to name the outcome. The message is streamed,
+never held whole: only its header section is read up front (``dkim_io.read_head``,
+bounded); the body hashes every signature needs (one per distinct ``c=``/``a=``/``l=``)
+are computed in ONE pass over the body in a worker thread (``dkim_body``); dkimpy then
+checks ``bh=`` against them and verifies the header signature on the header section alone
+(``dkim_io.HeadDKIM`` says how). DNS never goes through dkimpy's own resolver (it would
+read /etc/resolv.conf): the DKIM-Signature fields are parsed here, every
+``<s>._domainkey.<d>`` TXT record is fetched first through our async ``Resolver``, and
+dkimpy gets a ``dnsfunc`` that answers only from those prefetched records.
 
 Result mapping (RFC 8601 §2.7.1, RFC 6376 §6.1):
 - ``pass``: the signature verified.
@@ -15,13 +19,16 @@ Result mapping (RFC 8601 §2.7.1, RFC 6376 §6.1):
 - ``temperror``: the key lookup failed temporarily (SERVFAIL, timeout): TEMPFAIL.
 - ``policy``: valid, but not acceptable here: expired (``x=``), dated in the future
   (``t=``) or an RSA key under ``min_key_bits``.
-- ``neutral``: not processed by local limits: the message is larger than ``max_size``
-  octets (the body hash needs the whole body, and dkimpy wants it in memory), or the
-  signature is beyond the first ``max_signatures``.
+- ``neutral``: not processed by local limits: the body is larger than ``max_size``
+  octets (when one is set; 0, the default, is no limit: the listener's message size
+  limit bounds the work), the header section of a streamed message is larger than
+  ``dkim_io.HEAD_LIMIT`` (a single result), or the signature is beyond the first
+  ``max_signatures``.
 - ``none``: no DKIM-Signature at all (a single result).
 
 Security sensitive: every byte of the message and of the key record is attacker-chosen.
-Work is bounded (message size, signature count, one DNS lookup per distinct key name).
+Work is bounded (header section size, signature count, one DNS lookup per distinct key
+name, one pass over the body); memory is one chunk of body, whatever the message size.
 """
 
 from __future__ import annotations
@@ -37,12 +44,13 @@ import dkim
 import dkim.util
 
 from kittiwake.net.dns import Resolver, Status, TxtResult, to_ascii
+from kittiwake.policy.dkim_body import BodySpec
+from kittiwake.policy.dkim_io import HEAD_LIMIT, HeadDKIM, Message, hash_body, read_head, spec_of
 
-DEFAULT_MAX_SIZE = 50 * 1024 * 1024  # octets; bigger messages are not verified (neutral)
+DEFAULT_MAX_SIZE = 0  # octets of body; bigger ones are not verified (neutral); 0 = no limit
 DEFAULT_MAX_SIGNATURES = 10
 DEFAULT_MIN_KEY_BITS = 1024  # RFC 8301 §3.2: verifiers MUST NOT accept smaller RSA keys
 CLOCK_SLOP = 300  # seconds of tolerated clock skew for t= and x=
-_HEAD_LIMIT = 1024 * 1024  # header section read from an oversized stream
 _KEY_TYPE = {b"rsa-sha256": b"rsa", b"rsa-sha1": b"rsa", b"ed25519-sha256": b"ed25519"}
 
 
@@ -71,26 +79,6 @@ class _Sig:
 
 def _text(value: bytes) -> str:
     return re.sub(r"\s+", "", value.decode("utf-8", "replace"))
-
-
-def _head(data: bytes) -> bytes:
-    """The header section of ``data`` (up to and including the last header line's end)."""
-    end = data.find(b"\n\r\n")
-    end = data.find(b"\n\n") if end < 0 else end
-    return data[: end + 1] if end >= 0 else data[:_HEAD_LIMIT]
-
-
-def _read(message: bytes | IO[bytes], max_size: int) -> tuple[bytes, bool]:
-    """(the message, or only its header section when too large; whether too large)."""
-    if isinstance(message, bytes | bytearray | memoryview):
-        data = bytes(message)
-    else:
-        data = message.read(max_size + 1)
-        if len(data) > max_size and len(data) < _HEAD_LIMIT:
-            data += message.read(_HEAD_LIMIT - len(data))  # enough to find the signatures
-    if len(data) <= max_size:
-        return data, False
-    return _head(data[:_HEAD_LIMIT]), True
 
 
 def _reason(exc: BaseException) -> str:
@@ -207,14 +195,33 @@ def _choose_key(sig: _Sig, found: TxtResult | None) -> bytes | None:
     return None
 
 
-def _run_dkimpy(data: bytes, sigs: list[_Sig], min_key_bits: int) -> None:
-    """In a worker thread: dkimpy checks body hash and signature for each pending ``sig``."""
+def _body_spec(sig: _Sig) -> BodySpec | None:
+    """The body hash ``sig`` needs, or None with a result set (a bad ``c=`` or ``l=``)."""
     try:
-        checker = dkim.DKIM(data, minkey=min_key_bits)
+        return spec_of(sig.tags)
+    except (dkim.DKIMException, KeyError, ValueError) as exc:
+        _set(sig, "permerror", f"cannot verify: {_reason(exc)}")
+        return None
+
+
+def _run_dkimpy(message: Message, sigs: list[_Sig], min_key_bits: int, max_size: int) -> None:
+    """In a worker thread: the body hashes in one pass, then dkimpy checks each ``sig``."""
+    specs = {spec for spec in map(_body_spec, sigs) if spec is not None}
+    sigs = [s for s in sigs if not s.result.result]
+    if not sigs:
+        return
+    hashes = hash_body(message, specs, max_size)
+    if hashes is None:
+        for sig in sigs:
+            _set(sig, "neutral", f"body larger than {max_size} octets, not verified")
+        return
+    try:
+        checker = HeadDKIM(message.head, minkey=min_key_bits)
     except dkim.DKIMException as exc:
         for sig in sigs:
             _set(sig, "permerror", f"unparseable message: {_reason(exc)}")
         return
+    checker.body_hashes = hashes
     for sig in sigs:
         include = [h.lower() for h in re.split(rb"\s*:\s*", sig.tags[b"h"].strip())]
         header: Any = checker.headers[sig.index]
@@ -256,32 +263,36 @@ async def verify(
 ) -> list[DkimResult]:
     """Verify every DKIM-Signature of ``message`` (RFC 6376 §6), in header order.
 
-    ``message`` is the whole message as bytes, or a binary file positioned at its start
-    (read once, at most ``max_size`` + 1 octets, so a multi-GB spool file is never loaded;
-    reading a file blocks, so pass bytes or call with a local file). ``now`` (Unix
-    time) judges ``t=`` and ``x=``. Returns ``[DkimResult("none")]`` without signatures.
+    ``message`` is the whole message as bytes, or a binary file positioned at its start:
+    its header section is read (at most ``dkim_io.HEAD_LIMIT`` octets), then, only if a
+    signature gets that far, the body is streamed once in a worker thread; the file is
+    never held whole. ``max_size`` > 0: a longer body is not verified (neutral). ``now``
+    (Unix time) judges ``t=`` and ``x=``. Returns ``[DkimResult("none")]`` without
+    signatures.
     """
     when = time.time() if now is None else now
-    data, too_large = _read(message, max_size)
+    if isinstance(message, bytes | bytearray | memoryview):
+        split = read_head(message)
+    else:
+        split = await asyncio.to_thread(read_head, message)
+    if not split.complete:
+        reason = f"header section larger than {HEAD_LIMIT} octets, not verified"
+        return [DkimResult("neutral", reason=reason)]
     try:
-        headers, _body = dkim.rfc822_parse(data)
-    except dkim.DKIMException as exc:
+        headers, _body = dkim.rfc822_parse(split.head)
+    except (dkim.DKIMException, IndexError) as exc:  # IndexError: a folded first line
         return [DkimResult("permerror", reason=f"unparseable header section: {_reason(exc)}")]
     sigs = _parse(headers, when, max_signatures)
     if not sigs:
         return [DkimResult("none", reason="no signature")]
     pending = [s for s in sigs if not s.result.result]
-    if too_large:
-        for sig in pending:
-            _set(sig, "neutral", f"message larger than {max_size} octets, not verified")
-        return [s.result for s in sigs]
     names = sorted({s.key_name for s in pending})
     answers = dict(zip(names, await asyncio.gather(*(resolver.txt(n) for n in names)), strict=True))
     for sig in pending:
         sig.key = _choose_key(sig, answers.get(sig.key_name)) or b""
     pending = [s for s in pending if not s.result.result]
     if pending:
-        await asyncio.to_thread(_run_dkimpy, data, pending, min_key_bits)
+        await asyncio.to_thread(_run_dkimpy, split, pending, min_key_bits, max_size)
     return [s.result for s in sigs]
 
 

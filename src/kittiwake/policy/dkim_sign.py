@@ -2,6 +2,9 @@
 
 Owns ``sign`` (rsa-sha256, and ed25519-sha256 per RFC 8463; always relaxed/relaxed,
 RFC 6376 §3.4), ``generate_key``, ``public_record``, ``txt_record`` and ``write_key``.
+The message is streamed: its header section is read (``dkim_io.read_head``), the body
+hash (§3.7) computed in one pass over the body (``dkim_body``), and dkimpy signs the
+header section with that ``bh=`` (``dkim_io.HeadDKIM``); the body is never held whole.
 Private keys are stored as unencrypted PKCS#8 PEM for both algorithms; dkimpy wants a
 PKCS#1 PEM for RSA and the base64 32-octet seed for ed25519, converted here. Published
 records: ``k=rsa; p=<base64 SubjectPublicKeyInfo>`` and ``k=ed25519; p=<base64 of the raw
@@ -18,12 +21,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from kittiwake.net.dns import to_ascii
+from kittiwake.policy.dkim_body import BodySpec
+from kittiwake.policy.dkim_io import HeadDKIM, Message, hash_body, read_head
 
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 MIN_RSA_BITS = 1024  # RFC 8301 §3.2; 2048 is the default and recommended
@@ -101,9 +107,11 @@ def _key_for_dkimpy(key: PrivateKey, algorithm: str) -> bytes:
     raise ValueError(f"unknown DKIM algorithm {algorithm!r} (use one of {ALGORITHMS})")
 
 
-def _header_names(message: bytes, wanted: Sequence[str]) -> list[bytes]:
+_RELAXED_SHA256 = BodySpec(b"relaxed", "sha256")  # the body hash of every signature we make
+
+
+def _header_names(headers: Sequence[Sequence[bytes]], wanted: Sequence[str]) -> list[bytes]:
     """``h=``: each wanted field as often as present, singletons once more (RFC 6376 §5.4.2)."""
-    headers, _body = dkim.rfc822_parse(message)
     counts: dict[bytes, int] = {}
     for name, _value in headers:
         counts[name.lower()] = counts.get(name.lower(), 0) + 1
@@ -115,8 +123,52 @@ def _header_names(message: bytes, wanted: Sequence[str]) -> list[bytes]:
     return names
 
 
+def read_body_hash(message: bytes | IO[bytes] | Message) -> tuple[bytes, bytes]:
+    """(the header section, the base64 relaxed/sha256 body hash) of ``message``, streamed.
+
+    ``message`` is bytes, a binary file at its start, or one already split by
+    ``dkim_io.read_head`` (its body is read to the end; this blocks). ValueError when the
+    header section is larger than ``dkim_io.HEAD_LIMIT``.
+    """
+    split = message if isinstance(message, Message) else read_head(message)
+    if not split.complete:
+        raise ValueError("cannot sign: the header section is too large")
+    hashes = hash_body(split, [_RELAXED_SHA256])
+    assert hashes is not None  # no size limit
+    return split.head, base64.b64encode(hashes[_RELAXED_SHA256])
+
+
+def sign_head(
+    head: bytes,
+    body_hash: bytes,
+    *,
+    domain: str,
+    selector: str,
+    private_key_pem: bytes,
+    algorithm: str = "rsa-sha256",
+    headers: Sequence[str] = DEFAULT_HEADERS,
+    linesep: bytes = b"\r\n",
+) -> bytes:
+    """``sign`` for a header section and its body's ``bh=`` (from ``read_body_hash``)."""
+    key = _key_for_dkimpy(load_private_key(private_key_pem), algorithm)
+    try:
+        d = to_ascii(domain).encode("ascii")
+        s = to_ascii(selector).encode("ascii")
+        signer = HeadDKIM(head, signature_algorithm=algorithm.encode(), linesep=linesep)
+        signer.body_hash = body_hash
+        if not any(n.lower() == b"from" for n, _v in signer.headers):
+            raise ValueError("the message has no From field (RFC 6376 §5.4)")
+        names = _header_names(signer.headers, headers)
+        field: bytes = signer.sign(
+            s, d, key, canonicalize=(b"relaxed", b"relaxed"), include_headers=names
+        )
+    except (dkim.DKIMException, IndexError) as exc:  # IndexError: a folded first line
+        raise ValueError(f"cannot sign: {exc}") from None
+    return field
+
+
 def sign(
-    message: bytes,
+    message: bytes | IO[bytes],
     *,
     domain: str,
     selector: str,
@@ -127,24 +179,23 @@ def sign(
 ) -> bytes:
     """The ``DKIM-Signature:`` field (folded, ending in ``linesep``) to prepend to ``message``.
 
-    ``message`` is the whole message (CRLF or LF line ends). Relaxed/relaxed, ``i=@domain``,
-    ``t=`` now, no ``l=``. The From field must be present (RFC 6376 §5.4). Raises
-    ValueError for a bad key, algorithm, domain or message.
+    ``message`` is the whole message (CRLF or LF line ends) as bytes or a binary file at
+    its start (streamed to its end: this blocks). Relaxed/relaxed, ``i=@domain``, ``t=``
+    now, no ``l=``. The From field must be present (RFC 6376 §5.4). Raises ValueError
+    for a bad key, algorithm, domain or message.
     """
-    key = _key_for_dkimpy(load_private_key(private_key_pem), algorithm)
-    try:
-        d = to_ascii(domain).encode("ascii")
-        s = to_ascii(selector).encode("ascii")
-        names = _header_names(message, headers)
-        signer = dkim.DKIM(message, signature_algorithm=algorithm.encode(), linesep=linesep)
-        if not any(n.lower() == b"from" for n, _v in signer.headers):
-            raise ValueError("the message has no From field (RFC 6376 §5.4)")
-        field: bytes = signer.sign(
-            s, d, key, canonicalize=(b"relaxed", b"relaxed"), include_headers=names
-        )
-    except dkim.DKIMException as exc:
-        raise ValueError(f"cannot sign: {exc}") from None
-    return field
+    _key_for_dkimpy(load_private_key(private_key_pem), algorithm)  # before reading a body
+    head, body_hash = read_body_hash(message)
+    return sign_head(
+        head,
+        body_hash,
+        domain=domain,
+        selector=selector,
+        private_key_pem=private_key_pem,
+        algorithm=algorithm,
+        headers=headers,
+        linesep=linesep,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +226,21 @@ class DkimSigner:
     def domains(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
-    def sign(self, message: bytes, domain: str, *, linesep: bytes = b"\r\n") -> bytes:
-        """Every DKIM-Signature field for ``domain`` (b"" when it has no key), to prepend."""
+    def sign(
+        self, message: bytes | IO[bytes] | Message, domain: str, *, linesep: bytes = b"\r\n"
+    ) -> bytes:
+        """Every DKIM-Signature field for ``domain`` (b"" when it has no key), to prepend.
+
+        ``message``: as for ``read_body_hash`` (the body is streamed once: this blocks)."""
+        keys = self._keys.get(to_ascii(domain), [])
+        if not keys:
+            return b""
+        head, body_hash = read_body_hash(message)  # one pass serves every key
         fields = b""
-        for key, pem, algorithm in self._keys.get(to_ascii(domain), []):
-            field = sign(
-                message,
+        for key, pem, algorithm in keys:
+            field = sign_head(
+                head,
+                body_hash,
                 domain=key.domain,
                 selector=key.selector,
                 private_key_pem=pem,
@@ -279,7 +339,9 @@ __all__ = [
     "key_path",
     "load_private_key",
     "public_record",
+    "read_body_hash",
     "sign",
+    "sign_head",
     "txt_record",
     "write_key",
 ]
