@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests use as real peers: Postfix (a real MTA, plus smtp-source and
-# smtp-sink), Dovecot LMTP (a real final delivery agent), swaks and msmtp (real clients). Idempotent and quick when they are installed. Without root or
+# smtp-sink), Dovecot LMTP (a real final delivery agent), swaks (with Net::SSLeay for
+# STARTTLS: a "recommends", which --no-install-recommends skips) and msmtp (real clients).
+# Idempotent and quick when they are installed. Without root or
 # apt-get it only says what is missing; the tests that need them skip themselves.
 set -euo pipefail
-PACKAGES=(postfix swaks dovecot-lmtpd dovecot-imapd msmtp)
+PACKAGES=(postfix swaks libnet-ssleay-perl dovecot-lmtpd dovecot-imapd msmtp)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

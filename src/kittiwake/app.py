@@ -160,7 +160,7 @@ async def _main(config: Config) -> int:
         directory, relay_domains=config.transport, mynetworks=config.relay.mynetworks
     )
     # [[policy.checks]] on the MX port (default: ratelimit, recipients); [[dkim.keys]]
-    relay_policy = build_relay_policy(config, message_rate, recipients)
+    relay_policy = build_relay_policy(config, message_rate, recipients, store.greylist_state)
     # The MX chain's queued/delivered/deferred/bounced stages hear the scheduler's events;
     # its pending notifications are drained at shutdown.
     notifier = NoticeSender(cleanup, store, config.hostname, config.local.postmaster, on_queued)

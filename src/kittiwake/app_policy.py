@@ -8,17 +8,20 @@ list runs in its order, with ``recipients`` appended when absent
 state: ``ratelimit`` / ``recipients`` the objects ``app`` built, the issue-5 checks
 (``spf``, ``dkim``, ``arc``, ``dmarc``, ``authres``, ``dnsbl``, ``greylist``) a resolver on
 ``[dns]`` (never the system's when nameservers are configured), the hostname (the A-R
-authserv-id), ``data_dir`` (greylisting state) and ``mynetworks`` (not checked).
+authserv-id), the store's greylisting state and ``mynetworks`` (not checked).
 Security: HIGH (decides the order of the checks and what gets signed).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from kittiwake.cleanup.dkimsink import SigningIntake
 from kittiwake.cleanup.writer import Cleanup
 from kittiwake.config import Config
 from kittiwake.config_dkim import signer_for
 from kittiwake.envelope import SessionInfo
+from kittiwake.greylisting import GreylistState
 from kittiwake.net.dns import Resolver
 from kittiwake.policy import PolicyChain
 from kittiwake.policy.builtin import Services, bound_factories
@@ -38,7 +41,10 @@ def policy_resolver(config: Config) -> Resolver:
 
 
 def build_relay_policy(
-    config: Config, message_rate: MessageRate, recipients: Recipients
+    config: Config,
+    message_rate: MessageRate,
+    recipients: Recipients,
+    greylist_state: Callable[[], GreylistState] | None = None,
 ) -> PolicyChain:
     """The chain for the MX/submission listeners (``ConfigError`` on a bad check)."""
     mynetworks = config.relay.mynetworks
@@ -46,7 +52,9 @@ def build_relay_policy(
     def exempt(session: SessionInfo) -> bool:  # greylisting skips our own clients
         return session.client_ip in mynetworks
 
-    services = Services(policy_resolver(config), config.hostname, config.data_dir, exempt)
+    services = Services(
+        policy_resolver(config), config.hostname, config.data_dir, exempt, greylist_state
+    )
     bound: dict[str, PluginFactory] = {
         "ratelimit": lambda _options: message_rate,
         "recipients": lambda _options: recipients,

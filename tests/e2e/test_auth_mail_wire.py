@@ -109,7 +109,13 @@ async def _world(
 ) -> AsyncIterator[World]:
     store = SQLiteStore(tmp_path / "q")
     await store.open()
-    services = Services(dns.resolver(), "b.test", tmp_path, lambda s: s.client_ip == MYNET)
+    services = Services(
+        dns.resolver(),
+        "b.test",
+        tmp_path,
+        lambda s: s.client_ip == MYNET,
+        store.greylist_state,
+    )
     bound: dict[str, PluginFactory] = {
         **bound_factories(services),
         "recipients": lambda _o: Recipients(LocalB()),
@@ -237,11 +243,11 @@ async def test_forged_results_claiming_our_name_are_removed(mx: World) -> None:
     assert forged not in body and b"dmarc=none" in body
 
 
-async def test_spf_fail_is_recorded_when_dmarc_does_not_decide(mx: World) -> None:
+async def test_spf_fail_is_refused_at_data_when_dmarc_does_not_decide(mx: World) -> None:
+    # MAIL FROM is accepted (send() asserts it); c.test publishes no DMARC record.
     reply = await send(mx.port, OUTSIDE, "alice@a.test", message("carol@c.test"))
-    assert reply.startswith(b"250"), reply
-    ar = auth_results(mx.body())
-    assert "spf=fail" in ar and "dkim=none" in ar and "dmarc=none" in ar
+    assert reply.startswith(b"550 5.7.23 SPF fail for a.test"), reply
+    assert mx.queued == []
 
 
 async def test_forged_author_is_rejected_by_dmarc(mx: World) -> None:
@@ -314,8 +320,9 @@ def test_app_policy_builds_the_configured_chain(tmp_path: Path) -> None:
         policy=PolicyConfig(checks=specs, timeout=7.0),
     )
     chain = build_relay_policy(config, MessageRate(0, NOBODY), Recipients(LocalB()))
+    assert chain.order("helo") == ("spf",)  # the HELO identity
     assert chain.order("mail") == ("spf",)
-    assert chain.order("data") == ("dkim", "dmarc", "authres")
+    assert chain.order("data") == ("spf", "dkim", "dmarc", "authres")  # spf: a pending fail
     assert chain.order("rcpt") == ("recipients",)  # appended: never an open relay
     assert chain.timeout == 7.0
 
@@ -420,10 +427,8 @@ async def test_build_intake_signs_mynetworks_mail_too(tmp_path: Path) -> None:
     assert bodies[1].startswith(b"Received: ")
 
 
-async def test_spf_reject_fail_option_refuses_minus_all_at_mail(
-    tmp_path: Path, dns: TestDNS
-) -> None:
-    options = {"spf": {"reject_fail": True}}
+async def test_spf_on_fail_reject_refuses_at_mail(tmp_path: Path, dns: TestDNS) -> None:
+    options = {"spf": {"on_fail": "reject"}}
     async for world in _world(tmp_path, dns, ["spf", "recipients"], options):
         client, _ = await Client.open(world.port, OUTSIDE)
         assert (await client.ask("EHLO client.test")).startswith(b"250")
@@ -435,7 +440,8 @@ async def test_spf_reject_fail_option_refuses_minus_all_at_mail(
 def test_bad_options_are_config_errors_naming_the_key(tmp_path: Path) -> None:
     services = Services(Resolver(["127.0.0.1"], 53), "b.test", tmp_path)  # never asked
     for name, options in (
-        ("spf", {"reject_fail": "yes"}),
+        ("spf", {"on_fail": "sometimes"}),
+        ("spf", {"reject_fail": True}),
         ("dnsbl", {}),
         ("greylist", {"delay": 10, "retry_window": 5}),
         ("authres", {"x": 1}),

@@ -1,4 +1,4 @@
-"""policy.greylist with a real SQLite file and an injected clock."""
+"""policy.greylist on the SQLite store's greylisting tables, with an injected clock."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 
 from kittiwake.envelope import Recipient, SessionInfo
+from kittiwake.greylisting import Decision, Rules
 from kittiwake.policy.chain import PolicyChain
 from kittiwake.policy.dnsbl import DNSWL_MARK, dnswl_listed
-from kittiwake.policy.greylist import Decision, Greylist, network_of
+from kittiwake.policy.greylist import Greylist, network_of
 from kittiwake.policy.results import Results
 from kittiwake.policy.verdict import Action
+from kittiwake.queue.sqldb import QueueDB
+from kittiwake.queue.sqlgreylist import SQLiteGreylist
 
 RCPT = Recipient("bob@example.test")
 
@@ -31,9 +34,16 @@ def clock() -> Clock:
     return Clock()
 
 
+def state(tmp_path: Path) -> SQLiteGreylist:
+    """The greylisting state of a queue database at ``tmp_path`` (created, migrated)."""
+    path = tmp_path / "queue.db"
+    QueueDB(path).close()
+    return SQLiteGreylist(path)
+
+
 @pytest.fixture
 def grey(tmp_path: Path, clock: Clock) -> Iterator[Greylist]:
-    with Greylist(tmp_path / "greylist.sqlite", clock=clock) as g:
+    with Greylist(state(tmp_path), clock=clock) as g:
         yield g
 
 
@@ -76,7 +86,7 @@ async def test_too_early_then_after_the_delay(grey: Greylist, clock: Clock) -> N
 async def test_retry_after_the_window_starts_over(
     tmp_path: Path, clock: Clock, cleanup_interval: float
 ) -> None:
-    with Greylist(tmp_path / "g.sqlite", clock=clock, cleanup_interval=cleanup_interval) as g:
+    with Greylist(state(tmp_path), clock=clock, cleanup_interval=cleanup_interval) as g:
         assert await attempt(g) is Action.TEMPFAIL
         clock.now += 4 * 3600 + 1
         assert await attempt(g) is Action.TEMPFAIL  # expired: new first-seen
@@ -143,9 +153,7 @@ async def test_four_retries_do_not_whitelist(grey: Greylist, clock: Clock) -> No
 
 async def test_authenticated_and_exempt_sessions_skip(tmp_path: Path, clock: Clock) -> None:
     exempt_ips = {"192.0.2.50"}
-    with Greylist(
-        tmp_path / "g.sqlite", clock=clock, exempt=lambda s: s.client_ip in exempt_ips
-    ) as g:
+    with Greylist(state(tmp_path), clock=clock, exempt=lambda s: s.client_ip in exempt_ips) as g:
         authed = session("203.0.113.5", auth_user="alice")
         assert (await g.rcpt(authed, "alice@a.test", RCPT)).action is Action.CONTINUE
         assert (await g.rcpt(session("192.0.2.50"), "x@a.test", RCPT)).action is Action.CONTINUE
@@ -154,14 +162,14 @@ async def test_authenticated_and_exempt_sessions_skip(tmp_path: Path, clock: Clo
 
 
 async def test_state_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "g.sqlite"
-    with Greylist(path, clock=clock) as g:
+    with Greylist(state(tmp_path), clock=clock) as g:
         assert await attempt(g) is Action.TEMPFAIL
     clock.now += 400
-    with Greylist(path, clock=clock) as g:
+    with Greylist(state(tmp_path), clock=clock) as g:
         assert await attempt(g) is Action.CONTINUE
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn = sqlite3.connect(tmp_path / "queue.db")  # the queue's own database holds it
+    assert conn.execute("SELECT passed FROM greylist_triplets").fetchall() == [(1,)]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 
 
@@ -201,11 +209,11 @@ async def test_through_the_policy_chain(grey: Greylist, clock: Clock) -> None:
 
 def test_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        Greylist(tmp_path / "g.sqlite", delay=600, retry_window=300)
+        Rules(delay=600, retry_window=300)
 
 
 async def test_dnswl_listed_clients_can_be_exempt(tmp_path: Path, clock: Clock) -> None:
-    with Greylist(tmp_path / "g.sqlite", clock=clock, exempt=dnswl_listed) as g:
+    with Greylist(state(tmp_path), clock=clock, exempt=dnswl_listed) as g:
         s = session()
         s.extra[DNSWL_MARK] = "wl.test"  # what Dnsbl.connect sets for an allow listing
         assert (await g.rcpt(s, "a@a.test", RCPT)).action is Action.CONTINUE

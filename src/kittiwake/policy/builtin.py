@@ -1,20 +1,20 @@
 """The built-in sender-authentication and anti-spam checks as policy plugins (issue 5).
 
 Owns ``Services`` (what the server shares with its checks: resolver, hostname, data
-directory), ``bound_factories(services)`` (name → factory, for ``plugins.build_checks(
-bound=...)``) and the plugin classes: ``Spf`` (MAIL stage, RFC 7208), ``DkimVerify``
-(DATA, RFC 6376), ``ArcVerify`` (DATA, RFC 8617; sealing is not wired yet), ``Dmarc``
-(DATA, RFC 7489), ``AuthResults`` (DATA, RFC 8601), plus
-factories for ``Dnsbl`` (connect) and ``Greylist`` (RCPT). Their names are listed in
+directory, the store's greylisting state), ``bound_factories(services)`` (name → factory,
+for ``plugins.build_checks(bound=...)``) and the plugin classes ``DkimVerify`` (DATA,
+RFC 6376), ``ArcVerify`` (DATA, RFC 8617), ``Dmarc`` (DATA, RFC 7489) and ``AuthResults``
+(DATA, RFC 8601), plus factories for ``Spf`` (HELO, MAIL and DATA: ``policy.spf_check``),
+``Dnsbl`` (connect) and ``Greylist`` (RCPT). Their names are listed in
 ``plugins.SERVER_BOUND``: they exist only with the server's services, so no check ever
 queries the system resolver.
 
 Authenticated sessions and ``Services.exempt`` clients (mynetworks) skip SPF, DKIM
 verification, DMARC and the A-R field: their mail is ours (and signed after the checks).
-Policy choices (issue 5: "document the choice"): SPF ``fail`` is recorded, not refused,
-unless ``reject_fail = true`` (then only for a ``-all`` match: 550 5.7.23), so that DMARC
-decides; DMARC ``p=reject`` → 550 5.7.1, ``quarantine`` → Junk folder, DNS trouble →
-recorded as temperror and the mail goes on (fail open, RFC 7489 §6.6.3 leaves it open).
+Policy choices (issue 5: "document the choice"): an SPF ``fail`` is refused (550 5.7.23)
+at the end of DATA only when no DMARC policy decides (``spf_check``, option ``on_fail``);
+DMARC ``p=reject`` → 550 5.7.1, ``quarantine`` → Junk folder, DNS trouble → recorded as
+temperror and the mail goes on (fail open, RFC 7489 §6.6.3 leaves it open).
 The A-R header is added above our Received line; forged A-R fields claiming our
 authserv-id are removed by the session's DATA stage (``smtpd.datastage``).
 Security: HIGH (these checks decide what is accepted as authentic).
@@ -22,22 +22,22 @@ Security: HIGH (these checks decide what is accepted as authentic).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from kittiwake.envelope import Reply, SessionInfo
+from kittiwake.greylisting import GreylistState, Rules
 from kittiwake.net.dns import Resolver
-from kittiwake.policy import arc, dkim, dmarc, spf
+from kittiwake.policy import arc, dkim, dmarc
 from kittiwake.policy.authres import build_header
 from kittiwake.policy.dnsbl import Dnsbl, ZoneConfig, dnswl_listed
 from kittiwake.policy.greylist import Greylist
-from kittiwake.policy.message import MessageContext
-from kittiwake.policy.networks import client_address
+from kittiwake.policy.message import MessageContext, header_section
 from kittiwake.policy.results import CheckResult, Results, current_results
+from kittiwake.policy.spf_check import Spf, fail_policy, spf_domain
 from kittiwake.policy.verdict import CONTINUE, Action, Verdict, add_header, found, quarantine
 
 log = logging.getLogger("kittiwake.policy")
@@ -48,9 +48,7 @@ __all__ = [
     "DkimVerify",
     "Dmarc",
     "Services",
-    "Spf",
     "bound_factories",
-    "header_section",
 ]
 
 AR_METHODS = ("spf", "dkim", "dmarc", "arc", "iprev", "auth")  # what goes into A-R
@@ -64,6 +62,10 @@ class Services:
     hostname: str
     data_dir: Path
     exempt: Callable[[SessionInfo], bool] | None = None  # e.g. mynetworks (greylisting)
+    greylist_state: Callable[[], GreylistState] | None = None  # the store's (greylisting)
+    # Filled while the chain is built: is an enforcing ``dmarc`` check configured? (SPF's
+    # on_fail = "dmarc" leaves the decision to DMARC only when one is.)
+    enforcing: set[str] = field(default_factory=set)
 
 
 def _options(options: Mapping[str, object], known: tuple[str, ...]) -> None:
@@ -92,74 +94,6 @@ def trusted(services: Services, session: SessionInfo) -> bool:
     return session.auth_user is not None or (
         services.exempt is not None and services.exempt(session)
     )
-
-
-def header_section(ctx: MessageContext) -> bytes:
-    """The raw header section of the message (up to the blank line)."""
-    lines: list[bytes] = []
-    with ctx.open_body() as stream:
-        for line in stream:
-            if line in (b"\r\n", b"\n"):
-                break
-            lines.append(line)
-    return b"".join(lines)
-
-
-# ----------------------------------------------------------------------------- SPF
-
-
-class Spf:
-    """MAIL stage: SPF on MAIL FROM (or HELO for the null sender), RFC 7208 §2.4."""
-
-    name = "spf"
-
-    def __init__(
-        self, services: Services, *, reject_fail: bool = False, time_limit: float = 8.0
-    ) -> None:
-        self.services = services
-        self.reject_fail = reject_fail
-        self.time_limit = time_limit  # under the chain's 10 s: slow DNS → spf=temperror
-
-    async def mail(self, session: SessionInfo, sender: str) -> Verdict:
-        if trusted(self.services, session) or client_address(session.client_ip) is None:
-            return CONTINUE  # ours, or no IP client (a local socket): nothing to check
-        resolver, receiver = self.services.resolver, self.services.hostname
-        if sender:
-            domain = sender.rpartition("@")[2]
-            result = await spf.check_host(
-                session.client_ip,
-                domain,
-                sender,
-                resolver=resolver,
-                helo=session.helo,
-                receiver=receiver,
-                timeout=self.time_limit,
-            )
-            prop = ("smtp.mailfrom", sender)
-        else:
-            result = await spf.check_helo(
-                session.client_ip,
-                session.helo,
-                resolver,
-                receiver=receiver,
-                timeout=self.time_limit,
-            )
-            prop = ("smtp.helo", session.helo)
-        record = CheckResult("spf", result.result, result.reason, (prop,))
-        if self.reject_fail and result.result == "fail" and result.mechanism == "-all":
-            text = result.explanation or f"SPF fail for {result.domain}"
-            return Verdict(Action.REJECT, Reply(550, "5.7.23", text), str(record), (), (record,))
-        return found(record)
-
-
-def spf_domain(result: CheckResult | None) -> str:
-    """The domain SPF authenticated (MAIL FROM domain, or HELO), for DMARC."""
-    if result is None:
-        return ""
-    mailfrom = result.property("smtp.mailfrom")
-    if mailfrom:
-        return mailfrom.rpartition("@")[2]
-    return result.property("smtp.helo") or ""
 
 
 # ---------------------------------------------------------------------------- DKIM
@@ -211,10 +145,7 @@ class ArcVerify:
         if trusted(self.services, ctx.session):
             return CONTINUE
         with ctx.open_body() as stream:
-            message = await asyncio.to_thread(stream.read, self.max_size + 1)
-        if len(message) > self.max_size:
-            return found(CheckResult("arc", "none", "message too large to validate"))
-        result = await arc.verify_chain(message, self.services.resolver)
+            result = await arc.verify_chain(stream, self.services.resolver, max_size=self.max_size)
         return found(result.check_result())
 
 
@@ -291,10 +222,15 @@ def authres_value(authserv_id: str, results: Results | None) -> str:
 
 
 def _spf(options: Mapping[str, object], services: Services) -> Spf:
-    _options(options, ("reject_fail", "time_limit"))
+    _options(options, ("on_fail", "on_softfail", "check_helo", "time_limit"))
     return Spf(
-        services,
-        reject_fail=_bool(options, "reject_fail", False),
+        services.resolver,
+        services.hostname,
+        lambda session: trusted(services, session),
+        dmarc_enforced=lambda: "dmarc" in services.enforcing,
+        on_fail=fail_policy(options, "on_fail", "dmarc"),
+        on_softfail=fail_policy(options, "on_softfail", "record"),
+        check_helo=_bool(options, "check_helo", True),
         time_limit=_number(options, "time_limit", 8.0),
     )
 
@@ -311,7 +247,10 @@ def _arc(options: Mapping[str, object], services: Services) -> ArcVerify:
 
 def _dmarc(options: Mapping[str, object], services: Services) -> Dmarc:
     _options(options, ("enforce",))
-    return Dmarc(services, enforce=_bool(options, "enforce", True))
+    enforce = _bool(options, "enforce", True)
+    if enforce:
+        services.enforcing.add("dmarc")
+    return Dmarc(services, enforce=enforce)
 
 
 def _authres(options: Mapping[str, object], services: Services) -> AuthResults:
@@ -361,15 +300,15 @@ def _greylist(options: Mapping[str, object], services: Services) -> Greylist:
     def exempt(session: SessionInfo) -> bool:
         return dnswl_listed(session) or (outside is not None and outside(session))
 
-    services.data_dir.mkdir(parents=True, exist_ok=True)
-    return Greylist(
-        services.data_dir / "greylist.sqlite",
+    rules = Rules(  # checked before the state is asked for
         delay=_number(options, "delay", 300.0),
         retry_window=_number(options, "retry_window", 4 * 3600.0),
         auto_whitelist_after=int(_number(options, "auto_whitelist_after", 5)),
         whitelist_ttl=_number(options, "whitelist_ttl", 35 * 86400.0),
-        exempt=exempt,
     )
+    if services.greylist_state is None:
+        raise ValueError("greylisting keeps its state in the queue store, and none is open")
+    return Greylist(services.greylist_state(), rules, exempt=exempt)
 
 
 _FACTORIES: dict[str, Callable[[Mapping[str, object], Services], object]] = {

@@ -162,6 +162,31 @@ async def _discover(resolver: Resolver, domain: str) -> tuple[str, list[str], st
     return "ok", [t for t in answer.texts if is_dmarc(t)], ""
 
 
+async def published(
+    from_domain: str, resolver: Resolver, psl: PublicSuffixList | None = None
+) -> str:
+    """Does a usable DMARC policy cover ``from_domain`` (§6.6.3 discovery, with the
+    organizational-domain fallback)? ``"record"``, ``"none"`` (no record, several, or a
+    broken one) or ``"temperror"``."""
+    try:
+        author = to_ascii(from_domain)
+    except ValueError:
+        return "none"
+    status, records, _ = await _discover(resolver, author)
+    org = organizational_domain(author, psl)
+    if status == "ok" and not records and org != author:
+        status, records, _ = await _discover(resolver, org)
+    if status == "temperror":
+        return status
+    if len(records) != 1:
+        return "none"
+    try:
+        parse_record(records[0])
+    except RecordError:
+        return "none"
+    return "record"
+
+
 async def evaluate(
     from_domain: str,
     *,
@@ -273,4 +298,5 @@ __all__ = [
     "is_dmarc",
     "organizational_domain",
     "parse_record",
+    "published",
 ]

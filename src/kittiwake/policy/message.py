@@ -26,7 +26,7 @@ from typing import BinaryIO
 from kittiwake.envelope import Envelope, SessionInfo
 from kittiwake.policy.results import Results
 
-__all__ = ["MAX_HEADER", "BodySpool", "MessageContext", "read_header_section"]
+__all__ = ["MAX_HEADER", "BodySpool", "MessageContext", "header_section", "read_header_section"]
 
 MAX_HEADER = 1024 * 1024  # header octets parsed; fields beyond are not seen by checks
 MEMORY_LIMIT = 256 * 1024  # a body up to this size stays in memory
@@ -133,3 +133,16 @@ class BodySpool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def header_section(ctx: MessageContext, limit: int = MAX_HEADER) -> bytes:
+    """The raw header section of the message (up to the blank line, at most ``limit``)."""
+    lines: list[bytes] = []
+    size = 0
+    with ctx.open_body() as stream:
+        for line in stream:
+            if line in (b"\r\n", b"\n") or size + len(line) > limit:
+                break
+            lines.append(line)
+            size += len(line)
+    return b"".join(lines)

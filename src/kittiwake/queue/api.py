@@ -16,6 +16,7 @@ from typing import BinaryIO, Protocol
 
 from kittiwake.delivery.api import Outcome, QueuedMessage, RecipientStatus
 from kittiwake.envelope import Envelope
+from kittiwake.greylisting import GreylistState
 
 __all__ = [
     "DeliveryEvents",
@@ -176,3 +177,6 @@ class QueueStore(Store, Protocol):
     async def schedule(self) -> list[tuple[str, float]]: ...
 
     async def summary(self) -> QueueSummary: ...
+
+    def greylist_state(self) -> GreylistState:
+        """Greylisting's state, kept in this store (the caller closes it)."""

@@ -49,6 +49,7 @@ from kittiwake.queue.spool import SpoolFile, syncfs
 from kittiwake.queue.sqladmin import StoreAdmin
 from kittiwake.queue.sqlbatch import Batch, Commit, Op, OpFn, Record, retrieved, settle
 from kittiwake.queue.sqldb import QueueDB, read_body
+from kittiwake.queue.sqlgreylist import SQLiteGreylist
 
 log = logging.getLogger("kittiwake.queue")
 
@@ -166,6 +167,9 @@ class SQLiteStore(StoreAdmin):
             self._lock_fd = None
 
     # -- receiving ------------------------------------------------------------------------
+
+    def greylist_state(self) -> SQLiteGreylist:
+        return SQLiteGreylist(self.db_path)  # tables: sqlschema migration 2 → 3
 
     def new_message(self) -> SpoolWriter:
         if self._db_thread is None or self._closing:

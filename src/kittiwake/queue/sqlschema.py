@@ -76,6 +76,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX recipients_domain ON recipients (domain) WHERE status = 'deferred';
     CREATE INDEX recipients_notice ON recipients (queue_id) WHERE notice IS NOT NULL;
     """,
+    # 2 → 3 (issue 5): greylisting state (``queue.sqlgreylist``; rules in
+    # ``kittiwake.greylisting``). Kept in the store so a cluster shares it.
+    """
+    CREATE TABLE greylist_triplets (
+        network    TEXT NOT NULL,
+        sender     TEXT NOT NULL,
+        recipient  TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen  REAL NOT NULL,
+        passed     INTEGER NOT NULL,
+        PRIMARY KEY (network, sender, recipient)
+    ) WITHOUT ROWID;
+    CREATE INDEX greylist_triplets_seen ON greylist_triplets (last_seen);
+    CREATE TABLE greylist_clients (
+        network    TEXT PRIMARY KEY,
+        retries    INTEGER NOT NULL,
+        last_seen  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
