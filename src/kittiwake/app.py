@@ -31,7 +31,8 @@ from kittiwake.cleanup.notices import NoticeSender
 from kittiwake.cleanup.pickup import Pickup
 from kittiwake.cleanup.rewrite import RewriteSettings
 from kittiwake.cleanup.writer import Cleanup
-from kittiwake.config import Config, ListenerConfig
+from kittiwake.config import Config
+from kittiwake.config_server import ListenerConfig
 from kittiwake.delivery.api import DeliveryAgent
 from kittiwake.delivery.lmtp import LmtpAgent
 from kittiwake.delivery.maildir import MaildirAgent

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from kittiwake.cleanup.writer import (
-    Cleanup,
+from kittiwake.cleanup.trace import (
     address_literal,
     local_received_header,
     protocol_keyword,
     received_header,
 )
+from kittiwake.cleanup.writer import Cleanup
 from kittiwake.envelope import Envelope, Recipient, SessionInfo
 from kittiwake.errors import StoreError
 from kittiwake.queue.sqlite import SQLiteStore

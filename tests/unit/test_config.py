@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kittiwake.config import (
-    DEFAULT_LISTENERS,
-    Config,
-    ListenerConfig,
-    LocalConfig,
-    load_config,
-)
+from kittiwake.config import Config, load_config
+from kittiwake.config_server import DEFAULT_LISTENERS, ListenerConfig, LocalConfig
 from kittiwake.errors import ConfigError
 from kittiwake.net.tls import ensure_self_signed
 from kittiwake.proto.events import BareLinefeedPolicy

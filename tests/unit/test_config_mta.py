@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from kittiwake.admin.cli import main
-from kittiwake.config import Config, ListenerConfig, load_config
+from kittiwake.config import Config, load_config
 from kittiwake.config_mta import DnsConfig, EtrnConfig, QueueConfig, RelayConfig
+from kittiwake.config_server import ListenerConfig
 from kittiwake.errors import ConfigError
 from kittiwake.net.tls import ensure_self_signed
 from kittiwake.policy.networks import Networks

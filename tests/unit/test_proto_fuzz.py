@@ -30,7 +30,7 @@ from kittiwake.proto import (
     StartTLS,
     State,
 )
-from kittiwake.proto.commands import BUFFER_LIMIT
+from kittiwake.proto.reader import BUFFER_LIMIT
 from tests.unit.test_proto_support import reply_codes
 
 COMMANDS = [

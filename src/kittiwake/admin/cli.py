@@ -22,7 +22,8 @@ from kittiwake.admin.policy_cli import policy
 from kittiwake.admin.queue_cli import mailq, queue
 from kittiwake.admin.sendmail import sendmail_command
 from kittiwake.admin.user_cli import user
-from kittiwake.config import ROLES, Config, load_config
+from kittiwake.config import Config, load_config
+from kittiwake.config_server import ROLES
 from kittiwake.errors import ConfigError
 from kittiwake.log import setup_logging
 

@@ -1,40 +1,31 @@
-"""The server core's input side: read by state, then one handler per SMTP/LMTP verb.
+"""The server core's command side: one handler per SMTP/LMTP verb.
 
-Owns the input loop (``_step``: a command line, an AUTH response line, DATA content or a
-BDAT chunk, depending on the state) and what each command does: validate, consult
-``state.refusal()``, then either answer at once (NOOP, RSET, errors...) or raise a decision
-for the driver. Connection attributes and shared helpers are in ``core.py``; the public
-façade and the answer methods in ``server.py``.
+Owns the dispatch of a command line (``_on_command``, called by ``reader.Reader._step``)
+and what each command does: validate, consult ``state.refusal()``, then either answer at
+once (NOOP, RSET, errors...) or raise a decision for the driver. Reading input by state
+(AUTH response lines, DATA content, BDAT chunks) and the line limits are in ``reader.py``;
+connection attributes and shared helpers in ``core.py``; the public façade and the answer
+methods in ``server.py``.
 
 Security: HIGH. Every line comes from the peer. Rules kept here:
 
 * Only CRLF ends a command line; a bare CR or LF inside one is a syntax error (500 5.5.2).
-* Per-verb line limits: 512 octets (RFC 5321 §4.5.3.1.4); MAIL 512+26+16+10+120+500
-  (SIZE RFC 1870 §3, BODY RFC 3030 §3, SMTPUTF8 RFC 6531 §3.1, RET/ENVID RFC 3461 §4.3-4.4,
-  AUTH= RFC 4954 §3); RCPT 512+530 (RFC 3461 §5); AUTH 12288 (RFC 4954 §4 — for the
-  exchange; we allow it for the command too, as XOAUTH2 initial responses exceed 512).
-  A line over the limit is dropped as it arrives and answered once with 500 5.5.2.
+* Per-verb line limits (values in ``reader.py``: 512, MAIL 1184, RCPT 1042, AUTH 12288);
+  a line over the limit is answered with 500 5.5.2.
 * HTTP verbs close the session (cross-protocol attacks; chasquid does the same).
 * STARTTLS drops every byte buffered after it (RFC 3207 §5, CVE-2011-0411).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 
 from kittiwake.envelope import BodyType, Reply
 from kittiwake.proto import grammar, replies
 from kittiwake.proto.body import Chunk, ChunkKind
 from kittiwake.proto.buffer import TOO_LONG, TooLong
-from kittiwake.proto.core import Core
 from kittiwake.proto.events import (
-    AuthCancelled,
-    AuthResponse,
     AuthStart,
-    BodyData,
-    BodyEnd,
     DataStart,
     Etrn,
     Helo,
@@ -43,13 +34,15 @@ from kittiwake.proto.events import (
     StartTLS,
 )
 from kittiwake.proto.params import parse_mail, parse_rcpt
+from kittiwake.proto.reader import (
+    AUTH_LINE,
+    COMMAND_LINE,
+    MAIL_LINE,
+    RCPT_LINE,
+    Reader,
+    decode_base64,
+)
 from kittiwake.proto.state import TRANSACTION_STATES, State, Trigger
-
-COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, including CRLF
-MAIL_LINE = 512 + 26 + 16 + 10 + 120 + 500
-RCPT_LINE = 512 + 530
-AUTH_LINE = 12288  # RFC 4954 §4
-BUFFER_LIMIT = AUTH_LINE  # longest line the buffer holds in command mode
 
 _LIMITS = {b"MAIL": MAIL_LINE, b"RCPT": RCPT_LINE, b"AUTH": AUTH_LINE}
 _HTTP_VERBS = frozenset(
@@ -58,7 +51,6 @@ _HTTP_VERBS = frozenset(
 _NOT_IMPLEMENTED = frozenset({b"TURN", b"SEND", b"SOML", b"SAML", b"ETRN", b"ATRN"})
 
 # Events carry no per-instance data in these cases: share one instance.
-_CANCELLED = AuthCancelled()
 _QUIT = Quit()
 _STARTTLS = StartTLS()
 _DATA_START = DataStart(bdat=False)
@@ -66,106 +58,10 @@ BDAT_START = DataStart(bdat=True)
 _NOOPS = {verb: Noop(verb) for verb in ("NOOP", "VRFY", "EXPN", "HELP")}
 
 
-def decode_base64(data: bytes) -> bytes | None:
-    """Strict base64 (RFC 4954 §4: reject anything outside the alphabet); None if invalid."""
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-class CommandInterpreter(Core):
-    """Reads input by state and runs one handler per command line. Use ``ServerConnection``."""
+class CommandInterpreter(Reader):
+    """Runs one handler per command line. Use ``ServerConnection``."""
 
     __slots__ = ()
-
-    # --------------------------------------------------------------------- input loop
-
-    def _step(self) -> bool:
-        """Consume some input; False when nothing more can be done without new bytes."""
-        state = self._state
-        if state is State.CLOSED or state is State.TLS:
-            return False
-        if self._chunk is not None:
-            return self._step_chunk(self._chunk)
-        if state is State.DATA:
-            return self._step_data()
-        if state is State.AUTH:
-            line = self._buf.next_line(AUTH_LINE)
-            if line is None:
-                return False
-            self._on_auth_line(line)
-            return True
-        line = self._buf.next_line(BUFFER_LIMIT)
-        if line is None:
-            return False
-        self._on_command(line)
-        return True
-
-    def _step_data(self) -> bool:
-        if not self._buf:
-            return False
-        decoder = self._decoder
-        assert decoder is not None
-        raw = self._buf.take_all()
-        content, end = decoder.feed(raw)
-        if content:
-            self._events.append(BodyData(content))
-        if end >= 0:
-            self._buf.unread(raw[end:])
-            self._decoder = None
-            if decoder.failure is not None:
-                self._body_failed(decoder.failure, decoder.size, last=True)
-            else:
-                self._decide(BodyEnd(decoder.size))
-        return True
-
-    def _step_chunk(self, chunk: Chunk) -> bool:
-        if chunk.remaining:
-            if not self._buf:
-                return False
-            data = self._buf.take(chunk.remaining)
-            chunk.remaining -= len(data)
-            kind = chunk.kind
-            if kind is ChunkKind.STREAM:
-                self._chunk_total += len(data)
-                self._events.append(BodyData(data))
-            elif kind is ChunkKind.FAIL:
-                self._chunk_total += len(data)
-            if chunk.remaining:
-                return True
-        self._chunk = None
-        kind = chunk.kind
-        if kind is ChunkKind.STREAM:
-            if chunk.last:
-                self._decide(BodyEnd(self._chunk_total))
-            else:
-                self._send(replies.bdat_ok(chunk.size))
-        elif kind is ChunkKind.FAIL:
-            self._body_failed(chunk.reply or replies.TOO_BIG, self._chunk_total, chunk.last)
-        elif chunk.reply is not None:
-            if kind is ChunkKind.REFUSE:
-                self._error(chunk.reply)
-            else:  # REJECTED: the driver's reply; Reset was already emitted
-                self._send(chunk.reply)
-        return True
-
-    def _on_auth_line(self, line: bytes | TooLong) -> None:
-        """A line answering our 334 (RFC 4954 §4)."""
-        if isinstance(line, bytes) and line != b"*":
-            data = decode_base64(line)
-            if data is not None:
-                self._decide(AuthResponse(data))
-                return
-        self._move(Trigger.AUTH_END)
-        if line is TOO_LONG:
-            self._error(replies.AUTH_LINE_TOO_LONG)
-        elif line == b"*":
-            self._send(replies.AUTH_CANCELLED)
-            self._events.append(_CANCELLED)
-            self._count_bad()
-        else:
-            self._error(replies.AUTH_BAD_BASE64)
 
     # ---------------------------------------------------------------- command dispatch
 

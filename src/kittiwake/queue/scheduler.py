@@ -8,7 +8,8 @@ escapes them).
 - New mail (``submit``, right after commit) is scheduled at once; deferred mail comes back
   from a timer heap at its time, never from polling the database (a sweep every few
   minutes is only a safety net). Admission to the active set (``active_limit`` messages)
-  alternates between the two queues, so a flood of retries cannot starve new mail.
+  alternates between the two queues, so a flood of retries cannot starve new mail
+  (``sched_admission``).
 - Each due recipient is routed (``router(address) -> Route``); a message's recipients are
   grouped by ``route.key`` (≤ ``destination_recipient_limit`` per call) and queued per
   destination. A destination runs at most its window of deliveries at once: slow start
@@ -61,6 +62,7 @@ from kittiwake.delivery.api import (
 )
 from kittiwake.queue.api import DeliveryEvents, Notifier, QueueStore
 from kittiwake.queue.sched_admin import SchedulerAdmin
+from kittiwake.queue.sched_admission import SchedulerAdmission
 from kittiwake.queue.sched_clock import Sleep
 from kittiwake.queue.sched_dispatch import Dispatcher
 from kittiwake.queue.sched_events import announce_queued
@@ -78,10 +80,7 @@ qlog = logging.getLogger("kittiwake.queue")
 dlog = logging.getLogger("kittiwake.delivery")
 
 
-LOAD_BATCH = 64  # deferred messages read from the store per database call
-
-
-class Scheduler(SchedulerAdmin):
+class Scheduler(SchedulerAdmission, SchedulerAdmin):
     """Schedules the queue's mail: ``start()``, ``await recover()``, ``submit()`` each new
     message, ``await stop()``. ``clock``/``sleep`` (and ``rng``, for the jitter) are
     injectable: ``sched_clock.ManualClock`` runs hours of queue time in a test."""
@@ -213,97 +212,6 @@ class Scheduler(SchedulerAdmin):
 
     def _touch(self) -> None:
         self._changed.set()
-
-    # -- admission: two queues, one active set ----------------------------------------------
-
-    def _enqueue(self, item: QueuedMessage | str, *, new: bool = False) -> None:
-        if not self._running:
-            return
-        qid = item if isinstance(item, str) else item.queue_id
-        if qid in self._active or qid in self._loading:
-            self._again.add(qid)
-            return
-        if qid in self._queued:
-            return
-        self._timers.cancel(qid)
-        self._queued.add(qid)
-        if new:
-            # A snapshot saves a read; past a backlog keep only the id (memory stays bounded
-            # by the ids, like Postfix's incoming queue, which is on disk).
-            backlog = len(self._incoming) >= 4 * self.settings.active_limit
-            self._incoming.append(qid if backlog else item)
-        else:
-            self._deferred.append(qid)
-        self._work.set()
-        self._touch()
-
-    def _on_notice(self, qid: str) -> None:
-        self._enqueue(qid, new=True)  # a notice we queued: deliver it now
-
-    def _take(self) -> QueuedMessage | str | None:
-        """The next message to admit, alternating new and deferred mail (Postfix qmgr's
-        fairness), or None when there is none or the active set is full."""
-        while len(self._active) + len(self._loading) < self.settings.active_limit:
-            if self._incoming and (self._prefer_new or not self._deferred):
-                item: QueuedMessage | str = self._incoming.popleft()
-                self._prefer_new = False
-            elif self._deferred:
-                item = self._deferred.popleft()
-                self._prefer_new = True
-            else:
-                return None
-            qid = item if isinstance(item, str) else item.queue_id
-            if qid in self._queued:  # else: held or deleted meanwhile
-                self._queued.discard(qid)
-                return item
-        return None
-
-    async def _pump(self) -> None:
-        while True:
-            item = self._take()
-            if item is None:
-                self._work.clear()
-                self._touch()
-                await self._work.wait()
-                continue
-            if isinstance(item, QueuedMessage):
-                self._visit(item)
-                continue
-            # Deferred mail is known by id only: load a batch of it in one database call
-            # (one query per message queued behind the group commits was the drain's
-            # bottleneck), then visit each.
-            batch = [item]
-            self._loading.add(item)  # counts against active_limit in _take()
-            while len(batch) < LOAD_BATCH:
-                more = self._take()
-                if more is None:
-                    break
-                if isinstance(more, QueuedMessage):
-                    self._visit(more)
-                    continue
-                batch.append(more)
-                self._loading.add(more)
-            await self._load(batch)
-
-    async def _load(self, batch: list[str]) -> None:
-        try:
-            found = await self.store.get_many(batch)
-        except Exception:
-            qlog.exception("%d message(s): cannot read them from the queue; will retry", len(batch))
-            for qid in batch:
-                self._timers.set(qid, self.clock() + self.settings.retry_first)
-            found = {}
-        finally:
-            self._loading.difference_update(batch)
-        for qid in batch:
-            message = found.get(qid)
-            if message is not None and not message.held:
-                self._again.discard(qid)
-                self._visit(message)
-            elif qid in self._again:
-                self._again.discard(qid)
-                self._enqueue(qid)
-        self._touch()
 
     # -- one visit: route the due recipients, queue one job per destination -----------------
 
