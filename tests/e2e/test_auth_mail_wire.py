@@ -163,7 +163,7 @@ class Client:
     @classmethod
     async def open(cls, port: int, ip: str) -> tuple[Client, bytes]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(pp.v1(ip, sport=4000))
+        writer.write(pp.v1(ip, "::1" if ":" in ip else "127.0.0.1", sport=4000))
         return cls(reader, writer), await cls(reader, writer).reply()
 
     async def reply(self) -> bytes:

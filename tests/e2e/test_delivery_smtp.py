@@ -255,13 +255,15 @@ async def test_binarymime_without_chunking_bounces() -> None:
     assert statuses(out) == [B] and out[0].reply.enhanced == "5.6.3"
 
 
-async def test_eightbit_to_peer_without_8bitmime_bounces() -> None:
-    """RFC 6152 §3: 8-bit data never goes to a peer without 8BITMIME (we don't downgrade)."""
+async def test_eightbit_header_to_peer_without_8bitmime_bounces() -> None:
+    """RFC 6152 §3: 8-bit data never goes to a peer without 8BITMIME; 8-bit octets in a
+    header cannot be converted to 7-bit MIME (that is SMTPUTF8's business)."""
     ext = tuple(e for e in DEFAULT_EXTENSIONS if e != "8BITMIME")
     body = "Subject: é\r\n\r\nçà\r\n".encode()
     async with Sink("127.0.0.2", Script(extensions=ext)) as mx:
         out = await run(agent([dest(mx)]), body, ["a@dest.test"], body_type=BodyType.EIGHTBITMIME)
     assert statuses(out) == [B] and out[0].reply.enhanced == "5.6.3" and not mx.messages
+    assert "header" in out[0].reply.text and out[0].remote_mta is None
     async with Sink("127.0.0.2", Script(extensions=ext)) as mx:  # declared, but all 7-bit
         out = await run(
             agent([dest(mx)]), b"x\r\n", ["a@dest.test"], body_type=BodyType.EIGHTBITMIME

@@ -2,6 +2,7 @@
 does not decide otherwise"), through the wire: the server, cleanup, store and checks of
 ``test_auth_mail_wire`` with its TestDNS zone plus domains for each case.
 
+The last test runs every SPF mechanism of ``tests/unit/test_spf``'s zone through SMTP.
 ``n.test`` fails SPF (-all) and publishes DMARC p=none; ``s.test`` soft-fails (~all)
 without DMARC; ``a.test`` fails SPF from outside and publishes p=reject; ``c.test``
 has no record at all.
@@ -29,6 +30,7 @@ from tests.e2e.test_auth_mail_wire import (
     send,
 )
 from tests.support.dns import TestDNS
+from tests.unit.test_spf import ZONE as SPF_ZONE
 
 MORE = """
 n.test. IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
@@ -130,3 +132,45 @@ async def test_helo_identity_is_checked_and_used_for_the_null_sender(mx: World) 
     ar = auth_results(mx.body())
     assert "spf=none" in ar and "smtp.mailfrom=x@c.test" in ar
     assert "smtp.helo" not in ar  # the HELO result is logged, A-R carries the MAIL one
+
+
+@pytest.fixture(scope="module")
+def spf_dns() -> Iterator[TestDNS]:
+    with TestDNS(SPF_ZONE) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("domain", "ip", "expected"),
+    [
+        ("ip4.test", "192.0.2.77", "pass"),
+        ("ip4.test", "192.0.3.1", "fail"),
+        ("ip6.test", "2001:db8:1:ffff::1", "pass"),
+        ("ip6.test", "2001:db8:2::1", "fail"),
+        ("a.test", "192.0.2.10", "pass"),
+        ("a.test", "192.0.2.11", "fail"),
+        ("mx.test", "192.0.2.20", "pass"),
+        ("mx.test", "192.0.2.21", "fail"),
+        ("include.test", "192.0.2.5", "pass"),
+        ("include.test", "198.51.100.5", "softfail"),
+        ("redirect.test", "192.0.2.5", "pass"),
+        ("redirect.test", "198.51.100.5", "fail"),
+        ("exists.test", "192.0.2.30", "pass"),
+        ("exists.test", "192.0.2.31", "fail"),
+        ("appx.test", "192.0.2.3", "pass"),  # macros: %{ir}.%{v}._spf.%{d2}
+        ("appx.test", "192.0.2.4", "fail"),
+        ("c1.test", "192.0.2.1", "pass"),  # ten nested includes: at the limit
+        ("c0.test", "192.0.2.1", "permerror"),  # eleven: over RFC 7208 §4.6.4's limit
+    ],
+)
+async def test_each_mechanism_through_the_wire(
+    tmp_path: Path, spf_dns: TestDNS, domain: str, ip: str, expected: str
+) -> None:
+    """MAIL FROM each test domain from a client address given by PROXY; the result is
+    the one our A-R header reports (``on_fail = "record"``: nothing refused)."""
+    options = {"spf": {"on_fail": "record"}}
+    async for world in _world(tmp_path, spf_dns, ["spf", "authres", "recipients"], options):
+        reply = await send(world.port, ip, f"alice@{domain}", message(f"alice@{domain}"))
+        assert reply.startswith(b"250"), reply
+        ar = auth_results(world.body())
+        assert f"spf={expected} " in ar and f"smtp.mailfrom=alice@{domain}" in ar, ar

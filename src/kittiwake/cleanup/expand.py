@@ -31,8 +31,11 @@ twice — a duplicate, never a loss.
 
 **ARC.** With a ``sealer`` (``cleanup.arcseal``: a ``[[dkim.keys]]`` key for the SRS
 domain) the forwarded copy gets an ARC set on top (RFC 8617 §5.1): the copy's octets are
-teed into a ``BodySpool`` instead of straight into its spool file, and at commit the ARC
-set is computed over the whole copy and written first, then the copy. A spool file can
+teed into a ``BodySpool`` (memory up to 256 KiB, then a temporary file) instead of straight
+into its spool file, and at commit the ARC set is computed over the whole copy and written
+first, then the copy. The tee is streamed twice, never held whole (as ``cleanup.dkimsink``
+does for DKIM): once to seal (header section, then the body hash in one pass, in a worker
+thread), once to copy in ``COPY_SIZE`` chunks. A spool file can
 only be appended to, so a sealed forward always goes through the copy, even when every
 recipient is forwarded: the copy is then the one message (its id is the client's) and the
 first spool is dropped.
@@ -47,7 +50,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 from kittiwake.addressing.directory import Directory, TargetKind, address_key
 from kittiwake.envelope import Envelope, Recipient
@@ -83,8 +86,9 @@ def original_recipient(address: str) -> str | None:
 
 
 class Sealer(Protocol):
-    def seal(self, message: bytes) -> bytes:
-        """The ARC set (CRLF lines) to write above ``message``; b"" for none."""
+    def seal(self, message: IO[bytes]) -> bytes:
+        """The ARC set (CRLF lines) to write above ``message`` (a binary file at its start,
+        streamed; this blocks: called in a worker thread); b"" for none."""
 
 
 class Expander:
@@ -195,18 +199,21 @@ class Fork:
             self._copy = None
 
     async def _seal(self) -> None:
-        """The ARC set, then the teed copy, into the copy's spool file."""
-        assert self._copy is not None and self._tee is not None and self._sealer is not None
+        """The ARC set, then the teed copy, into the copy's spool file: the tee is read
+        once to seal, then again from its start in ``COPY_SIZE`` chunks (module docstring);
+        reading happens in worker threads."""
+        copy, tee, sealer = self._copy, self._tee, self._sealer
+        assert copy is not None and tee is not None and sealer is not None
         try:
-            with self._tee.open() as stream:
-                message = await asyncio.to_thread(stream.read)
+            with tee.open() as stream:
+                arc = await asyncio.to_thread(sealer.seal, stream)
+                copy.write(arc)
+                stream.seek(0)
+                while chunk := await asyncio.to_thread(stream.read, COPY_SIZE):
+                    copy.write(chunk)
         finally:
-            self._tee.close()
+            tee.close()
             self._tee = None
-        arc = await asyncio.to_thread(self._sealer.seal, message)
-        self._copy.write(arc)
-        for start in range(0, len(message), COPY_SIZE):
-            self._copy.write(message[start : start + COPY_SIZE])
 
     async def commit(self, store: Store, writer: SpoolWriter, envelope: Envelope) -> QueuedMessage:
         expansion = self._expander.expand(envelope)

@@ -41,7 +41,7 @@ from kittiwake.delivery.smtp_session import (
     local_failure,
     with_default_enhanced,
 )
-from kittiwake.delivery.smtp_transaction import BodySource, TxResult, transact
+from kittiwake.delivery.smtp_transaction import BodySource, TxResult, transact, unreadable_body
 from kittiwake.envelope import Reply
 from kittiwake.errors import KittiwakeError
 
@@ -142,20 +142,16 @@ class LmtpAgent:
                 if rcpts:
                     result = TxResult()
                     try:
-                        await transact(
-                            sess, plan_mail(message, caps), rcpts, body, result, bdat=caps.chunking
-                        )
+                        await transact(sess, plan_mail(message, caps), rcpts, body, result)
                     finally:
-                        indexes = [r.index for r in rcpts]
-                        decided.update(recipient_replies(result, indexes, lmtp=True))
+                        decided.update(recipient_replies(result, rcpts, lmtp=True))
             await sess.quit()
             finished = True
         except SessionError as exc:
             failure = exc.reply
             log.info("%s: %s", message.queue_id, exc.reply.text)
         except (OSError, KittiwakeError) as exc:  # the spool body
-            log.error("%s: cannot read the message body: %s", message.queue_id, exc)
-            failure = local_failure("4.3.0", f"cannot read the message body: {exc}")
+            failure = unreadable_body(log, message.queue_id, exc)
         finally:
             if sess is not None and not finished:  # failed, or cancelled
                 sess.abort()

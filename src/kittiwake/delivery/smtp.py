@@ -6,17 +6,19 @@ Owns ``SmtpAgent`` (a ``delivery.api.DeliveryAgent``). For one ``deliver()`` cal
    same credentials) is used first, without any DNS lookup (``smtp_pool``).
 2. Otherwise — or for recipients still unfinished — the ``DestinationFinder`` gives the
    servers to try in order (MX preference; a ``Reply`` ends the attempt: 4xx defers,
-   5xx bounces everyone). For each: connect, greeting, EHLO (HELO on a 5xx), STARTTLS per
-   ``TlsPolicy`` (opportunistic: a failed handshake is retried in plaintext on the same
-   host), AUTH to a smart host (inside TLS only), then one transaction (``smtp_transaction``).
+   5xx bounces everyone). For each: a session made ready by ``smtp_connect`` (EHLO,
+   STARTTLS per ``TlsPolicy``, AUTH to a smart host), then one transaction
+   (``smtp_transaction``) — with the message converted to 7-bit MIME for a peer without
+   8BITMIME (``smtp_downgrade``, RFC 6152 §3).
 
 Failure scope decides what happens next (Postfix's smtp_trouble.c):
 
 * the connection fails (refused, timeout, lost, malformed reply, 421, refused greeting or
   HELO, TLS required but missing): the unfinished recipients go to the next server; when
   none is left they are DEFERRED with the last error (a 5xx greeting becomes 4xx);
-* a 5xx to MAIL, or one of our own message-scope checks (SMTPUTF8, SIZE, BINARYMIME):
-  every unfinished recipient BOUNCES; a 4xx to MAIL: the next server is tried;
+* a 5xx to MAIL, or one of our own message-scope checks (SMTPUTF8, SIZE, BINARYMIME, 8-bit
+  content that cannot be converted for a peer without 8BITMIME): every unfinished
+  recipient BOUNCES; a 4xx to MAIL: the next server is tried;
 * RCPT 5xx → that recipient BOUNCES; RCPT 4xx → it is tried at the next server, then
   DEFERRED (a 452 with others accepted is retried at once in a new transaction);
 * DATA/BDAT or final reply: 2xx → the accepted recipients are DELIVERED (``relayed``;
@@ -31,9 +33,8 @@ without TLS; certificate checks follow ``tlspolicy``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from kittiwake.delivery.api import (
     BodyOpener,
@@ -45,6 +46,8 @@ from kittiwake.delivery.api import (
     RecipientStatus,
     Route,
 )
+from kittiwake.delivery.smtp_connect import Connector, Credentials, no_credentials, remote_name
+from kittiwake.delivery.smtp_downgrade import Downgrade
 from kittiwake.delivery.smtp_plan import (
     as_transient,
     message_problem,
@@ -60,38 +63,24 @@ from kittiwake.delivery.smtp_session import (
     local_failure,
     with_default_enhanced,
 )
-from kittiwake.delivery.smtp_transaction import BodySource, TxRecipient, TxResult, transact
+from kittiwake.delivery.smtp_transaction import (
+    BodySource,
+    TxRecipient,
+    TxResult,
+    transact,
+    unreadable_body,
+)
 from kittiwake.delivery.tlspolicy import TlsPolicyTable
-from kittiwake.envelope import BodyType, Reply
+from kittiwake.envelope import Reply
 from kittiwake.errors import KittiwakeError
+from kittiwake.proto.client_replies import Capabilities
 
 __all__ = ["Credentials", "SmtpAgent", "SmtpClientTimeouts", "TlsPolicyTable"]
 
 log = logging.getLogger("kittiwake.delivery.smtp")
 
-Credentials = Callable[[Route], "tuple[str, str] | None"]
 DEFAULT_TIMEOUTS = SmtpClientTimeouts()
 NO_DESTINATION = local_failure("4.4.4", "no server to deliver to")
-
-
-def no_credentials(route: Route) -> tuple[str, str] | None:
-    return None
-
-
-def remote_name(dest: Destination) -> str:
-    """RFC 3464 §2.3.5 Remote-MTA: the host name, or ``[ip]`` when we only have an address."""
-    host = dest.host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return host or f"[{dest.ip}]"
-    return f"[{host}]"
-
-
-def tls_server_name(dest: Destination) -> str | None:
-    """SNI and the name to verify: the MX host name (an address literal is sent as is)."""
-    host = dest.host.strip("[]")
-    return host or None
 
 
 class SmtpAgent:
@@ -116,14 +105,17 @@ class SmtpAgent:
         self.find = find
         self.tls = tls
         self.credentials = credentials
-        self.connect_timeout = connect_timeout
-        self.timeouts = timeouts
+        self.connector = Connector(hostname, tls, timeouts, connect_timeout)
         self.pool = SessionPool(
             idle_time=reuse_idle,
             max_per_key=max_idle_connections_per_destination,
             max_age=reuse_time_limit,
         )
-        self.connections = 0  # TCP connections opened (stats, tests)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections opened (stats, tests)."""
+        return self.connector.connections
 
     async def deliver(
         self,
@@ -167,6 +159,7 @@ class _Delivery:
         self.creds = agent.credentials(route)
         self.key = (self.nexthop.lower(), self.policy, self.creds)
         self.body = BodySource(open_body)
+        self.downgrade = Downgrade(message, open_body)
         self.pending = {r.index: r for r in recipients}
         self.done: dict[int, Outcome] = {}
         self.soft: dict[int, tuple[Reply, str]] = {}  # last 4xx per recipient, and from whom
@@ -186,6 +179,7 @@ class _Delivery:
                 await self._destinations(skip)
         finally:
             await self.body.aclose()
+            await self.downgrade.aclose()
         return self._outcomes()
 
     async def _destinations(self, skip: tuple[str, int] | None) -> None:
@@ -212,51 +206,10 @@ class _Delivery:
 
     async def _open(self, dest: Destination) -> ClientSession | None:
         try:
-            return await self._connect(dest, tls=True)
+            return await self.agent.connector.open(dest, self.policy, self.creds)
         except SessionError as exc:
-            if exc.kind == "tls" and not self.policy.mandatory:
-                log.info("%s; trying again without TLS", exc.reply.text)
-                try:
-                    return await self._connect(dest, tls=False)
-                except SessionError as again:
-                    exc = again
             self._session_failed(dest, exc)
             return None
-
-    async def _connect(self, dest: Destination, *, tls: bool) -> ClientSession:
-        agent = self.agent
-        sess = await ClientSession.connect(
-            dest, timeouts=agent.timeouts, connect_timeout=agent.connect_timeout
-        )
-        agent.connections += 1
-        log.info("connect to %s", sess.name)
-        try:
-            await sess.hello(agent.hostname)
-            policy = self.policy
-            if tls and policy.attempts:
-                if sess.conn.capabilities.starttls:
-                    context = agent.tls.context(policy)
-                    refusal = await sess.starttls(context, tls_server_name(dest))
-                    if refusal is None:
-                        await sess.ehlo(agent.hostname)
-                    elif policy.mandatory:
-                        raise SessionError(
-                            local_failure("4.7.4", f"STARTTLS refused by {sess.name}: {refusal}"),
-                            "tls-refused",
-                        )
-                elif policy.mandatory:
-                    raise SessionError(
-                        local_failure(
-                            "4.7.4", f"TLS is required, but was not offered by host {sess.name}"
-                        ),
-                        "tls-missing",
-                    )
-            if self.creds is not None and sess.conn.capabilities.auth:
-                await sess.authenticate(*self.creds)
-        except BaseException:
-            sess.abort()
-            raise
-        return sess
 
     def _session_failed(self, dest: Destination, exc: SessionError) -> None:
         self.last = exc.reply
@@ -282,27 +235,12 @@ class _Delivery:
         endpoint = (sess.dest.ip, sess.dest.port)
         remote = remote_name(sess.dest)
         caps = sess.conn.capabilities
-        problem = message_problem(self.message, caps, sess.name)
-        if problem is not None:
-            for index in list(self.pending):
-                self._finish(index, RecipientStatus.BOUNCED, problem, remote)
+        chosen = await self._body_for(sess, caps, remote)
+        if chosen is None:
             self._release(sess)
             return endpoint
-        if (
-            self.message.envelope.body_type is BodyType.EIGHTBITMIME
-            and not caps.eightbitmime
-            and await self.body.has_8bit()
-        ):
-            # RFC 6152 §3: never send 8-bit data to a peer without 8BITMIME; we do not
-            # downgrade to 7-bit MIME (yet), so this is a permanent failure for this host.
-            problem = Reply(
-                554, "5.6.3", f"8-bit message, but host {sess.name} does not offer 8BITMIME"
-            )
-            for index in list(self.pending):
-                self._finish(index, RecipientStatus.BOUNCED, problem, None)
-            self._release(sess)
-            return endpoint
-        mail = plan_mail(self.message, caps)
+        body, size = chosen
+        mail = plan_mail(self.message, caps, size)
         batch = list(self.pending.values())
         while batch:
             rcpts, refused = plan_recipients(self.message, batch, caps)
@@ -311,9 +249,9 @@ class _Delivery:
             if not rcpts:
                 break
             result = TxResult()
-            self.body.rewind()
+            body.rewind()
             try:
-                await transact(sess, mail, rcpts, self.body, result, bdat=caps.chunking)
+                await transact(sess, mail, rcpts, body, result)
             except SessionError as exc:
                 self._apply(result, rcpts, remote, caps.dsn)
                 self.reached = self.reached or not _died_idle(result)
@@ -324,8 +262,7 @@ class _Delivery:
                 return endpoint
             except (OSError, KittiwakeError) as exc:  # the spool body
                 sess.abort()
-                log.error("%s: cannot read the message body: %s", self.qid, exc)
-                self.fatal = local_failure("4.3.0", f"cannot read the message body: {exc}")
+                self.fatal = unreadable_body(log, self.qid, exc)
                 return endpoint
             self._apply(result, rcpts, remote, caps.dsn)
             self.reached = self.reached or not _died_idle(result)
@@ -345,10 +282,34 @@ class _Delivery:
         self._release(sess)
         return endpoint
 
+    async def _body_for(
+        self, sess: ClientSession, caps: Capabilities, remote: str | None
+    ) -> tuple[BodySource, int | None] | None:
+        """What to send over ``sess`` and the size to declare (None: the spool file's): the
+        message, or its 7-bit form for a peer without 8BITMIME. None: the message cannot go
+        there (everyone bounced) or the spool failed."""
+        problem = message_problem(self.message, caps, sess.name)
+        if problem is not None:
+            self._bounce_all(problem, remote)
+            return None
+        try:
+            converted = await self.downgrade.for_peer(caps, sess.name)
+        except (OSError, KittiwakeError) as exc:
+            self.fatal = unreadable_body(log, self.qid, exc)
+            return None
+        if isinstance(converted, Reply):
+            self._bounce_all(converted, None)  # our own decision: no Remote-MTA
+            return None
+        return converted or (self.body, None)
+
+    def _bounce_all(self, reply: Reply, remote: str | None) -> None:
+        for index in list(self.pending):
+            self._finish(index, RecipientStatus.BOUNCED, reply, remote)
+
     def _apply(
         self, result: TxResult, rcpts: Sequence[TxRecipient], remote: str, peer_dsn: bool
     ) -> None:
-        decided = recipient_replies(result, [r.index for r in rcpts], lmtp=False)
+        decided = recipient_replies(result, rcpts, lmtp=False)
         for index, reply in decided.items():
             if index not in self.pending:
                 continue

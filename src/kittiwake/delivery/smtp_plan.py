@@ -8,8 +8,9 @@ capabilities are known:
   without it → 5.6.7 (RFC 6531 §3.4), a message over the peer's SIZE → 5.3.4 (RFC 1870 §6),
   BINARYMIME to a peer without CHUNKING+BINARYMIME → 5.6.3 (RFC 3030 §3).
 * ``plan_mail``/``plan_recipients`` — MAIL and RCPT parameters: SIZE when offered, BODY
-  when the peer understands it (8-bit content to a peer without 8BITMIME bounces 5.6.3,
-  RFC 6152 §3), RET/ENVID and NOTIFY/ORCPT only to a DSN peer (RFC 3461 §5.2).
+  when the peer understands it (8-bit content to a peer without 8BITMIME goes converted to
+  7-bit MIME, without BODY=, see ``smtp_downgrade``; RFC 6152 §3), RET/ENVID and
+  NOTIFY/ORCPT only to a DSN peer (RFC 3461 §5.2).
 * ``recipient_replies`` — the reply that decides each recipient (RFC 5321 §3.3 and
   RFC 2033 §4.2: MAIL refusal → everyone; RCPT refusal → that one; DATA/BDAT refusal or
   the final reply → every accepted one; LMTP → one final reply each).
@@ -37,12 +38,8 @@ def message_problem(message: QueuedMessage, caps: Capabilities, peer: str) -> Re
     env = message.envelope
     if env.smtputf8 and not caps.smtputf8:
         return Reply(550, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {peer}")
-    if caps.size and message.size > caps.size:
-        return Reply(
-            552,
-            "5.3.4",
-            f"message size {message.size} exceeds size limit {caps.size} of server {peer}",
-        )
+    if (too_big := size_problem(message.size, caps, peer)) is not None:
+        return too_big
     if env.body_type is BodyType.BINARYMIME and not (caps.chunking and caps.binarymime):
         return Reply(
             554, "5.6.3", f"BINARYMIME message, but host {peer} does not offer BINARYMIME+CHUNKING"
@@ -54,7 +51,15 @@ def message_problem(message: QueuedMessage, caps: Capabilities, peer: str) -> Re
     return None
 
 
-def plan_mail(message: QueuedMessage, caps: Capabilities) -> TxMail:
+def size_problem(size: int, caps: Capabilities, peer: str) -> Reply | None:
+    if caps.size and size > caps.size:
+        text = f"message size {size} exceeds size limit {caps.size} of server {peer}"
+        return Reply(552, "5.3.4", text)
+    return None
+
+
+def plan_mail(message: QueuedMessage, caps: Capabilities, size: int | None = None) -> TxMail:
+    """``size``: what SIZE= declares when it is not the spool file's (a converted body)."""
     env = message.envelope
     body: BodyType | None = None
     if env.body_type is BodyType.BINARYMIME:
@@ -63,7 +68,7 @@ def plan_mail(message: QueuedMessage, caps: Capabilities) -> TxMail:
         body = BodyType.EIGHTBITMIME
     return TxMail(
         sender=env.sender,
-        size=message.size if caps.size is not None else None,
+        size=(message.size if size is None else size) if caps.size is not None else None,
         body=body,
         smtputf8=env.smtputf8,
         ret=env.ret if caps.dsn else None,
@@ -92,15 +97,17 @@ def plan_recipients(
     return send, refused
 
 
-def recipient_replies(result: TxResult, indexes: Sequence[int], *, lmtp: bool) -> dict[int, Reply]:
-    """The deciding reply of every recipient the peer has decided on (positive = accepted
-    for delivery). A recipient missing from the result is undecided (the connection
-    failed before its answer)."""
+def recipient_replies(
+    result: TxResult, rcpts: Sequence[TxRecipient], *, lmtp: bool
+) -> dict[int, Reply]:
+    """The deciding reply of every recipient (of ``rcpts``, the transaction's) the peer
+    has decided on (positive = accepted for delivery), by index. A recipient missing from
+    the result is undecided (the connection failed before its answer)."""
     mail = result.mail
     if mail is None:
         return {}
     if not mail.is_positive:
-        return dict.fromkeys(indexes, mail)
+        return dict.fromkeys((r.index for r in rcpts), mail)
     out = {i: r for i, r in result.rcpt.items() if not r.is_positive}
     if result.data is not None:
         out.update(dict.fromkeys(result.accepted, result.data))

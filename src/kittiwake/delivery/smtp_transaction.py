@@ -1,9 +1,10 @@
 """One mail transaction on a client session: MAIL, RCPT..., DATA or BDAT, the reply(ies).
 
 Owns ``BodySource`` (the spool body read in a worker thread, chunk by chunk, never whole
-unless it fits in one chunk), ``TxRecipient``/``TxResult`` and ``transact()``, shared by the
-SMTP and LMTP agents. ``transact`` fills a ``TxResult`` as replies arrive, so that when the
-connection fails half-way the caller still knows which recipients were answered.
+unless it fits in one chunk; ``smtp_downgrade`` gives it a converted file to read),
+``TxRecipient``/``TxResult`` and ``transact()``, shared by the SMTP and LMTP agents.
+``transact`` fills a ``TxResult`` as replies arrive, so that when the connection fails
+half-way the caller still knows which recipients were answered.
 
 Pipelining (RFC 2920 §3.1), when the server offers it: MAIL, every RCPT and DATA go out in
 one write and the replies are read in order; with CHUNKING a body that fits in one chunk
@@ -18,12 +19,13 @@ Not security sensitive beyond what ``proto.client`` checks; content is streamed 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from kittiwake.delivery.api import BodyOpener
-from kittiwake.delivery.smtp_session import ClientSession
+from kittiwake.delivery.smtp_session import ClientSession, local_failure
 from kittiwake.envelope import BodyType, Notify, Reply, Ret
 from kittiwake.proto.client import Verb
 
@@ -59,18 +61,6 @@ class BodySource:
             f.close()
             return None, data
         return f, data
-
-    async def has_8bit(self) -> bool:
-        """Whether any octet of the content is >= 0x80 (read in a worker thread)."""
-
-        def scan() -> bool:
-            with self._open_body() as f:
-                while chunk := f.read(self._chunk):
-                    if not chunk.isascii():
-                        return True
-            return False
-
-        return await asyncio.to_thread(scan)
 
     def prefetch(self) -> None:
         """Start reading the first chunk now (in a thread), while the session is set up."""
@@ -144,6 +134,12 @@ class BodySource:
         self.rewind()
 
 
+def unreadable_body(log: logging.Logger, qid: str, exc: Exception) -> Reply:
+    """Logs that the spool body could not be read; the 4.3.0 that defers the recipients."""
+    log.error("%s: cannot read the message body: %s", qid, exc)
+    return local_failure("4.3.0", f"cannot read the message body: {exc}")
+
+
 @dataclass(frozen=True, slots=True)
 class TxRecipient:
     index: int
@@ -183,12 +179,12 @@ async def transact(
     rcpts: Sequence[TxRecipient],
     body: BodySource,
     result: TxResult,
-    *,
-    bdat: bool,
 ) -> None:
-    """Run one transaction, filling ``result``; raises ``SessionError`` if the connection
-    fails (``result`` then holds what was answered before)."""
+    """Run one transaction, filling ``result`` (the content goes by BDAT when the server
+    offers CHUNKING, else by DATA); raises ``SessionError`` if the connection fails
+    (``result`` then holds what was answered before)."""
     conn, t = sess.conn, sess.timeouts
+    bdat = conn.capabilities.chunking
     sess.transactions += 1
     mail_line = conn.mail(
         mail.sender,
