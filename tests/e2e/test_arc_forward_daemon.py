@@ -19,8 +19,6 @@ from tests.support.dns import TestDNS
 from tests.support.mta import relay_overrides, submit
 from tests.support.server import KittiwakeServer
 
-pytestmark = daemon.pytestmark
-
 B_KEY = generate_key("rsa", 2048)
 
 

@@ -5,14 +5,12 @@ spf=pass; dkim=pass; dmarc=pass`` above its Received line; the same author forge
 another loopback address, unsigned, is refused by DMARC p=reject; a DNSBL listing of the
 client is a 554 at connect; greylisting answers 451 first and accepts after its delay.
 
-AUTH submission is not used (users are not wired into the daemon yet): A signs for its
-mynetworks clients, like OpenDKIM's InternalHosts. Skipped until app.py builds the chain
-with ``app_policy`` (the lead's one-line change; see app_policy's docstring).
+A signs for its mynetworks clients here, like OpenDKIM's InternalHosts (the AUTH
+submission path is test_auth_mail_swaks.py's).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Iterator
@@ -21,20 +19,12 @@ from typing import Any
 
 import pytest
 
-import kittiwake.app
-from kittiwake.config import Config
 from kittiwake.policy.dkim_sign import generate_key, public_record, txt_record
 from tests.support import server as server_module
 from tests.support.dns import TestDNS
 from tests.support.mta import relay_overrides, submit
 from tests.support.server import KittiwakeServer
 from tests.support.smtpclient import RawSMTP
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(Config(), "dkim_keys")
-    or "build_relay_policy" not in inspect.getsource(kittiwake.app),
-    reason="app.py does not build the policy chain with app_policy yet",
-)
 
 KEY = generate_key("rsa", 2048)
 CHECKS = [{"name": n} for n in ("spf", "dkim", "dmarc", "authres")]

@@ -27,10 +27,7 @@ from tests.support.mta import relay_overrides
 from tests.support.server import KittiwakeServer
 from tests.support.smtpclient import RawSMTP
 
-pytestmark = [
-    daemon.pytestmark,
-    pytest.mark.skipif(shutil.which("swaks") is None, reason="apt-get install swaks"),
-]
+pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="apt-get install swaks")
 
 PASSWORD = "alice pass 5"
 SUBJECT = "swaks-signed"

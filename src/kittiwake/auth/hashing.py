@@ -8,8 +8,12 @@ same SASLprep'd password (RFC 5802 §3, RFC 7677 §4) and stored side by side.
 
 argon2id parameters: OWASP's minimum (m = 19 MiB, t = 2, p = 1), about 50 ms per check on
 a small VM; each hash records its own parameters, so raising them later keeps old hashes
-valid. ``verify_password`` is CPU-heavy: call it from a worker thread, never on the event
-loop. Security: HIGH — never log a password or a key.
+valid, and ``upgraded_credentials`` re-hashes one with today's parameters after a login
+that proved the password (argon2-cffi's ``check_needs_rehash``); SCRAM keys are remade too
+when ``SCRAM_ITERATIONS`` grew — the server may change the iteration count whenever it has
+the password (RFC 5802 §5, RFC 7677 §4). ``verify_password`` and ``upgraded_credentials``
+are CPU-heavy: call them from a worker thread, never on the event loop.
+Security: HIGH — never log a password or a key.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hmac
 import os
 from dataclasses import dataclass, field
 
-from argon2 import PasswordHasher, Type
+from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from kittiwake.auth.saslprep import SaslPrepError, saslprep
@@ -30,9 +34,12 @@ __all__ = [
     "Credentials",
     "ScramKeys",
     "check_new_password",
+    "describe",
     "dummy_verify",
     "make_credentials",
+    "needs_upgrade",
     "scram_keys",
+    "upgraded_credentials",
     "verify_password",
 ]
 
@@ -124,3 +131,48 @@ def dummy_verify(password: str) -> bool:
     """Spend the time of a real check, for a user that does not exist. Always False."""
     verify_password(_dummy_hash(), password)
     return False
+
+
+def _argon2_outdated(password_hash: str) -> bool:
+    try:
+        return _HASHER.check_needs_rehash(password_hash)
+    except InvalidHashError:  # never verifies anyway; ``kittiwake user passwd`` repairs it
+        return False
+
+
+def needs_upgrade(credentials: Credentials, *, iterations: int = SCRAM_ITERATIONS) -> bool:
+    """True when the argon2 parameters differ from today's, or the SCRAM iteration count is
+    below ``iterations`` (never lowered). Cheap: parses the hash, safe on the event loop."""
+    return _argon2_outdated(credentials.password_hash) or credentials.scram.iterations < iterations
+
+
+def upgraded_credentials(
+    credentials: Credentials, password: str, *, iterations: int = SCRAM_ITERATIONS
+) -> Credentials | None:
+    """``credentials`` remade with today's parameters from ``password``, which the caller
+    has just verified against them; None when nothing is outdated. Only the outdated half
+    changes (a new SCRAM salt with new keys). Blocking (~50 ms): use a thread."""
+    argon2_old = _argon2_outdated(credentials.password_hash)
+    scram_old = credentials.scram.iterations < iterations
+    if not (argon2_old or scram_old):
+        return None
+    # The form verify_password checked: equal to what ``make_credentials`` hashed.
+    prepared = saslprep(password, allow_unassigned=True)
+    return Credentials(
+        password_hash=_HASHER.hash(prepared) if argon2_old else credentials.password_hash,
+        scram=(
+            scram_keys(prepared, os.urandom(SCRAM_SALT_SIZE), iterations)
+            if scram_old
+            else credentials.scram
+        ),
+    )
+
+
+def describe(credentials: Credentials) -> str:
+    """The parameters, for a log line: ``argon2id m=19456,t=2,p=1, SCRAM i=10000``."""
+    try:
+        p = extract_parameters(credentials.password_hash)
+        argon2 = f"argon2{p.type.name.lower()} m={p.memory_cost},t={p.time_cost},p={p.parallelism}"
+    except InvalidHashError:
+        argon2 = "unreadable hash"
+    return f"{argon2}, SCRAM i={credentials.scram.iterations}"

@@ -7,7 +7,9 @@ in a worker thread, and reloads the snapshot when another connection — ``kitti
 — has committed a change). The event loop never waits on SQLite.
 
 Concurrency is SQLite's: writers take ``BEGIN IMMEDIATE`` with a busy timeout, so the CLI
-works while the server runs. The file is created mode 0600 (it holds password hashes).
+works while the server runs. The server's only write, ``update_credentials`` (a stronger
+hash after a login), is a compare-and-swap on the stored credentials, never a blind
+update. The file is created mode 0600 (it holds password hashes).
 Security: HIGH — credentials and address ownership live here.
 """
 
@@ -23,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kittiwake.auth.hashing import Credentials, ScramKeys
@@ -111,6 +113,10 @@ class UserDatabase:
             self._conn.close()
             self._conn = None
 
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
     def __enter__(self) -> UserDatabase:
         return self.open()
 
@@ -188,6 +194,24 @@ class UserDatabase:
             " scram_server_key = ?",
             (credentials.password_hash, s.salt, s.iterations, s.stored_key, s.server_key),
         )
+
+    def replace_credentials(self, name: str, expected: Credentials, new: Credentials) -> bool:
+        """Compare-and-swap: set ``new`` only where every credential column still holds
+        ``expected``; False (nothing written) when the user changed or is gone."""
+        s, e = new.scram, expected.scram
+        with _transaction(self.conn):
+            cur = self.conn.execute(
+                "UPDATE users SET password_hash = ?, scram_salt = ?, scram_iterations = ?,"
+                " scram_stored_key = ?, scram_server_key = ? WHERE name = ?"
+                " AND password_hash = ? AND scram_salt = ? AND scram_iterations = ?"
+                " AND scram_stored_key = ? AND scram_server_key = ?",
+                (
+                    *(new.password_hash, s.salt, s.iterations, s.stored_key, s.server_key),
+                    *(normalize_name(name), expected.password_hash),
+                    *(e.salt, e.iterations, e.stored_key, e.server_key),
+                ),
+            )
+            return cur.rowcount == 1
 
     def set_disabled(self, name: str, disabled: bool) -> None:
         self._update(name, "disabled = ?", (int(disabled),))
@@ -328,6 +352,23 @@ class SQLiteUserStore:
                 return False
             self._snapshot = self._db.load()
             self._version = version
+            return True
+
+    async def update_credentials(self, name: str, verified: Credentials, new: Credentials) -> bool:
+        """``CredentialUpdates``: compare-and-swap in SQL, then the snapshot (see below)."""
+        return await asyncio.to_thread(self._update_credentials, name, verified, new)
+
+    def _update_credentials(self, name: str, verified: Credentials, new: Credentials) -> bool:
+        with self._lock:  # reloads wait: the snapshot cannot move under us
+            if not self._db.is_open or not self._db.replace_credentials(name, verified, new):
+                return False
+            # Our own commit does not change our data_version: patch the snapshot. If it
+            # no longer shows ``verified``, a reload already read newer rows; leave it.
+            snapshot = self._snapshot
+            user = snapshot.users.get(name)
+            if user is not None and user.credentials == verified:
+                users = {**snapshot.users, name: replace(user, credentials=new)}
+                self._snapshot = replace(snapshot, users=users)
             return True
 
     # ---------------------------------------------------------------- UserDirectory

@@ -2,7 +2,8 @@
 
 Owns the values (``User``), the protocols (``UserDirectory`` — the synchronous, in-memory
 read side the SMTP hot path uses; ``UserStore`` — a directory with a lifecycle, what the
-server holds; ``UserAdmin`` — the writes the ``kittiwake user`` commands make), the errors,
+server holds; ``UserAdmin`` — the writes the ``kittiwake user`` commands make;
+``CredentialUpdates`` — the server's one write, upgrading a hash after a login), the errors,
 and the normal forms of names and addresses every backend must use:
 
 * a user name is SASLprep'd (RFC 4013, as RFC 4954 §4 asks) and lower-cased, so ``Alice``
@@ -20,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kittiwake.auth.hashing import Credentials
 from kittiwake.auth.saslprep import SaslPrepError, saslprep
@@ -28,6 +29,7 @@ from kittiwake.net.dns import to_ascii
 
 __all__ = [
     "AddressTaken",
+    "CredentialUpdates",
     "NoSuchUser",
     "User",
     "UserAdmin",
@@ -138,6 +140,17 @@ class UserStore(UserDirectory, Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class CredentialUpdates(Protocol):
+    """A store the server may write one thing to: stronger credentials after a login."""
+
+    async def update_credentials(self, name: str, verified: Credentials, new: Credentials) -> bool:
+        """Store ``new`` for ``name`` only if its stored credentials are still ``verified``
+        (compare-and-swap: a concurrent ``kittiwake user passwd`` wins). Off the event loop;
+        True when written, and the snapshot shows it at once."""
+        ...
 
 
 class UserAdmin(Protocol):

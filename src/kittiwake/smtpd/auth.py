@@ -13,8 +13,13 @@ feeds the client's lines; each call answers with a challenge (bytes for ``334``)
 
 Passwords (PLAIN, LOGIN) are verified against the argon2id hash in a worker thread, at most
 ``VERIFY_CONCURRENCY`` at once (a password sprayer cannot eat every CPU); an unknown user
-costs the same time as a wrong password. ``submitter()`` decides the ``AUTH=`` value kept
-with the message (RFC 4954 §5). Security: HIGH — never logs secrets.
+costs the same time as a wrong password. After a verified password whose stored hash has
+older argon2 parameters (or fewer SCRAM iterations) than today's, the credentials are
+re-hashed — the only moment the password is known — and stored by compare-and-swap
+(``CredentialUpdates``), in worker threads, before the 235; a failed update is logged and
+the login stands (RFC 5802 §5 lets the server change the iteration count).
+``submitter()`` decides the ``AUTH=`` value kept with the message (RFC 4954 §5).
+Security: HIGH — never logs secrets.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from kittiwake.auth.hashing import dummy_verify, verify_password
+from kittiwake.auth.hashing import (
+    describe,
+    dummy_verify,
+    needs_upgrade,
+    upgraded_credentials,
+    verify_password,
+)
 from kittiwake.auth.limiter import FailureLimiter
 from kittiwake.auth.ownership import Ownership
 from kittiwake.auth.sasl import (
@@ -39,7 +50,7 @@ from kittiwake.auth.sasl import (
     Verified,
 )
 from kittiwake.auth.scram import ScramMechanism
-from kittiwake.auth.store import User, UserDirectory
+from kittiwake.auth.store import CredentialUpdates, User, UserDirectory
 from kittiwake.envelope import Reply
 
 __all__ = [
@@ -122,6 +133,7 @@ class UserAuthenticator:
         self.limiter = limiter or FailureLimiter()
         self.ownership = ownership or Ownership(users)
         self._verifying = asyncio.Semaphore(VERIFY_CONCURRENCY)
+        self._upgrading: set[str] = set()  # user names being upgraded now
 
     def begin(self, mechanism: str, client_ip: str) -> AuthExchange:
         return _Exchange(self, _mechanism(mechanism, self.users), client_ip)
@@ -141,6 +153,35 @@ class UserAuthenticator:
             return await asyncio.to_thread(
                 verify_password, user.credentials.password_hash, password
             )
+
+    async def upgrade(self, user: User, password: str) -> None:
+        """Re-hash ``user``'s verified ``password`` with today's parameters if the stored
+        ones are older, and store it unless the credentials changed meanwhile. Never
+        raises (but for cancellation): the login has succeeded whatever happens here."""
+        store, name, old = self.users, user.name, user.credentials
+        if not isinstance(store, CredentialUpdates) or not needs_upgrade(old):
+            return
+        if name in self._upgrading:  # another login of the same user is at it
+            return
+        self._upgrading.add(name)
+        try:
+            async with self._verifying:  # one more argon2 hash: same CPU budget
+                new = await asyncio.to_thread(upgraded_credentials, old, password)
+            if new is None:
+                return
+            if await store.update_credentials(name, old, new):
+                log.info(
+                    "user %s: credentials upgraded from %s to %s",
+                    name,
+                    describe(old),
+                    describe(new),
+                )
+            else:
+                log.info("user %s: credentials changed meanwhile, not upgraded", name)
+        except Exception as exc:
+            log.warning("user %s: cannot upgrade the stored credentials: %s", name, exc)
+        finally:
+            self._upgrading.discard(name)
 
 
 class NoUsers(UserAuthenticator):
@@ -199,6 +240,8 @@ class _Exchange:
         if isinstance(step, CheckPassword):
             user = self.owner.users.get(step.username)
             if await self.owner.check_password(user, step.password):
+                if user is not None:  # always: check_password is False without one
+                    await self.owner.upgrade(user, step.password)
                 step = Verified(step.username)
             else:
                 reason = "no such user" if user is None else "wrong password"
