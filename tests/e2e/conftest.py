@@ -88,10 +88,7 @@ def make_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Make
 
     yield make
     for srv in started:
-        try:
-            srv.stop()
-        except RuntimeError:
-            srv.kill9()
+        srv.stop_or_kill()
 
 
 @pytest.fixture

@@ -33,10 +33,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KittiwakeServer]:
         server.start()
         yield server
     finally:
-        try:
-            server.stop()
-        except RuntimeError:
-            server.kill9()
+        server.stop_or_kill()
 
 
 @pytest.fixture

@@ -55,10 +55,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KittiwakeServer
         server.start()
         yield server
     finally:
-        try:
-            server.stop()
-        except RuntimeError:
-            server.kill9()
+        server.stop_or_kill()
 
 
 @pytest.fixture

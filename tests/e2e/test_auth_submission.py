@@ -62,10 +62,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         server.start()
         yield Env(server, sink)
     finally:
-        try:
-            server.stop()
-        except RuntimeError:
-            server.kill9()
+        server.stop_or_kill()
         sinks.close()
 
 

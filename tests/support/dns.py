@@ -17,7 +17,7 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -329,3 +329,15 @@ def raw_query(
 
 
 __all__ = ["Query", "TestDNS", "raw_query"]
+
+
+def dkimpy_dnsfunc(server: TestDNS) -> Callable[..., bytes | None]:
+    """A ``dnsfunc`` for dkimpy's own verifiers, answering TXT from ``server``'s zone."""
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
+        reply = raw_query(server, name.decode(), "TXT", tcp=True)
+        for rr in reply.rr:
+            return b"".join(rr.rdata.data)
+        return None
+
+    return lookup

@@ -243,6 +243,13 @@ class KittiwakeServer:
                 raise RuntimeError(f"kittiwake ignored SIGTERM for {timeout}s") from None
         return self.proc.returncode
 
+    def stop_or_kill(self) -> None:
+        """Teardown: ``stop()``, and SIGKILL if it ignores SIGTERM (no error either way)."""
+        try:
+            self.stop()
+        except RuntimeError:
+            self.kill9()
+
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.signal(signal.SIGKILL)

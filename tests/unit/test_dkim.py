@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import dkim
 import pytest
-from dnslib import DNSRecord
 
 from kittiwake.policy.dkim import verify
 from kittiwake.policy.dkim_sign import (
@@ -25,7 +24,7 @@ from kittiwake.policy.dkim_sign import (
     sign,
     txt_record,
 )
-from tests.support.dns import TestDNS, raw_query
+from tests.support.dns import TestDNS, dkimpy_dnsfunc
 
 MESSAGE = (
     b"From: Alice <alice@a.test>\r\n"
@@ -62,16 +61,6 @@ def signed(kind: str, message: bytes = MESSAGE, selector: str = "sel") -> bytes:
         algorithm=algorithm_of(pem),
     )
     return header + message
-
-
-def dkimpy_dnsfunc(dns: TestDNS):  # dkimpy's own verifier, fed from the same test zone
-    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
-        reply: DNSRecord = raw_query(dns, name.decode(), "TXT", tcp=True)
-        for rr in reply.rr:
-            return b"".join(rr.rdata.data)
-        return None
-
-    return lookup
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ed25519"])

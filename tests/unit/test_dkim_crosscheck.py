@@ -17,7 +17,6 @@ import dkim.util
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dnslib import DNSRecord
 
 from kittiwake.policy.arc import seal, verify_chain
 from kittiwake.policy.authres import build_header
@@ -32,7 +31,7 @@ from kittiwake.policy.dkim_sign import (
     sign,
     txt_record,
 )
-from tests.support.dns import TestDNS, raw_query
+from tests.support.dns import TestDNS, dkimpy_dnsfunc
 
 HEAD = (
     b"From: Alice <alice@a.test>\r\n"
@@ -70,16 +69,6 @@ def dns() -> Iterator[TestDNS]:
         yield server
 
 
-def dnsfunc(dns: TestDNS):  # dkimpy's verifier, fed from the same test zone
-    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
-        reply: DNSRecord = raw_query(dns, name.decode(), "TXT", tcp=True)
-        for rr in reply.rr:
-            return b"".join(rr.rdata.data)
-        return None
-
-    return lookup
-
-
 def body_hash(field: bytes) -> bytes:
     value: bytes = dkim.util.parse_tag_value(field.split(b":", 1)[1])[b"bh"]
     return value
@@ -106,14 +95,14 @@ async def test_dkimpy_signatures_verify_streamed(
     dns: TestDNS, kind: str, canon: bytes, length: bool
 ) -> None:
     signed = dkimpy_sign(kind, canon, length) + MESSAGE
-    assert dkim.verify(signed, dnsfunc=dnsfunc(dns))
+    assert dkim.verify(signed, dnsfunc=dkimpy_dnsfunc(dns))
     for source in (signed, io.BytesIO(signed)):
         [r] = await verify(source, resolver=dns.resolver())
         assert r.result == "pass", r.reason
     tampered = signed.replace(b"line with", b"line WITH", 1)
     [r] = await verify(io.BytesIO(tampered), resolver=dns.resolver())
     assert r.result == "fail" and r.reason == "body hash did not verify"
-    assert not dkim.verify(tampered, dnsfunc=dnsfunc(dns))
+    assert not dkim.verify(tampered, dnsfunc=dkimpy_dnsfunc(dns))
     appended = await verify(io.BytesIO(signed + b"P.S. added\r\n"), resolver=dns.resolver())
     assert appended[0].result == ("pass" if length else "fail")  # l= covers what was signed
     header = signed.replace(b"Subject:   big", b"Subject:   BIG", 1)
@@ -147,12 +136,12 @@ async def test_our_streamed_signature_verifies_with_dkimpy(dns: TestDNS, kind: s
     )
     assert body_hash(field) == body_hash(from_bytes) == body_hash(dkimpy_sign(kind, b"relaxed"))
     assert b"c=relaxed/relaxed" in field and field.startswith(b"DKIM-Signature: v=1; a=")
-    assert dkim.verify(field + MESSAGE, dnsfunc=dnsfunc(dns))
+    assert dkim.verify(field + MESSAGE, dnsfunc=dkimpy_dnsfunc(dns))
     lf = (field + MESSAGE).replace(b"\r\n", b"\n")  # LF line ends: same canonical form
-    assert dkim.verify(lf, dnsfunc=dnsfunc(dns))
+    assert dkim.verify(lf, dnsfunc=dkimpy_dnsfunc(dns))
     [r] = await verify(io.BytesIO(lf), resolver=dns.resolver())
     assert r.result == "pass"
-    assert not dkim.verify(field + MESSAGE + b"more\r\n", dnsfunc=dnsfunc(dns))
+    assert not dkim.verify(field + MESSAGE + b"more\r\n", dnsfunc=dkimpy_dnsfunc(dns))
 
 
 def test_signer_streams_once_for_every_key(tmp_path: Path) -> None:
@@ -177,7 +166,7 @@ async def test_arc_seal_streamed_verifies_with_dkimpy_and_ours(dns: TestDNS) -> 
         auth_results=ar,
     )
     sealed = b"".join(lines) + ar.encode() + b"\r\n" + MESSAGE
-    cv, _sets, reason = dkim.arc_verify(sealed, dnsfunc=dnsfunc(dns))
+    cv, _sets, reason = dkim.arc_verify(sealed, dnsfunc=dkimpy_dnsfunc(dns))
     assert cv == dkim.CV_Pass, reason
     for source in (sealed, io.BytesIO(sealed)):
         result = await verify_chain(source, dns.resolver())
