@@ -36,7 +36,10 @@ CONTENT = b"Subject: lmtp\r\n\r\n.dot line\r\nbody\r\n"
 async def lmtp(nexthop: str, content: bytes, rcpts: list[str], **env: Any) -> list[Outcome]:
     agent = LmtpAgent("client.test", timeouts=FAST, connect_timeout=3.0)
     message, qrcpts, opener = queued(content, rcpts, **env)
-    return await agent.deliver(message, qrcpts, opener, Route("lmtp", nexthop))
+    try:
+        return await agent.deliver(message, qrcpts, opener, Route("lmtp", nexthop))
+    finally:
+        await agent.close()  # QUIT the connection kept for reuse
 
 
 def statuses(outcomes: list[Outcome]) -> list[RecipientStatus]:
@@ -67,7 +70,7 @@ async def test_one_reply_per_recipient() -> None:
 async def test_unix_socket_and_bdat(tmp_path: Path) -> None:
     path = str(tmp_path / "lmtp.sock")
     script = Script(lmtp=True, end=per_rcpt, extensions=(*DEFAULT_EXTENSIONS, "CHUNKING"))
-    content = b"x" * 150_000 + b"\r\n"
+    content = (b"x" * 76 + b"\r\n") * 2000  # ~156 KB: several BDAT chunks
     async with Sink(path=path, script=script) as sink:
         out = await lmtp(f"unix:{path}", content, ["a@x.test", "full@x.test"])
     assert statuses(out) == [D, F] and out[0].remote_mta is None

@@ -105,6 +105,7 @@ def test_452_too_many_recipients_continues_in_a_new_transaction(relay: Relay) ->
     rcpts = [f"u{i}@{domain}" for i in range(5)]
     qid = submit(relay.server, f"s-{tag()}@example.test", rcpts, message("many"))
     wait_until(lambda: queued_message(relay.server, qid) is None, 5, "still queued")
+    wait_until(lambda: len(delivery_lines(relay.server, qid)) == 5, 5, "five log lines")
     lines = delivery_lines(relay.server, qid)
     assert len(lines) == 5 and all("tries=1," in x for x in lines), lines  # no retry needed
     assert sorted(r for m in sink.messages for r in m.recipients) == rcpts

@@ -83,7 +83,9 @@ def test_falls_back_to_next_mx(relay: Relay, failure: str) -> None:
     if first is not None:
         assert first.connections >= 1 and not first.messages
     wait_until(lambda: queued_message(relay.server, qid) is None, 5, "message still queued")
-    (line,) = delivery_lines(relay.server, qid)  # one attempt, not a retry
+    # the outcome is recorded before its log line is written: wait for the line too
+    lines = wait_until(lambda: delivery_lines(relay.server, qid), 5, "no delivery log line")
+    (line,) = lines  # one attempt, not a retry
     assert f"relay=mx2.{domain}" in line and "tries=1," in line and "status=delivered" in line
 
 

@@ -9,7 +9,8 @@ Owns ``SmtpAgent`` (a ``delivery.api.DeliveryAgent``). For one ``deliver()`` cal
    5xx bounces everyone). For each: a session made ready by ``smtp_connect`` (EHLO,
    STARTTLS per ``TlsPolicy``, AUTH to a smart host), then one transaction
    (``smtp_transaction``) — with the message converted to 7-bit MIME for a peer without
-   8BITMIME (``smtp_downgrade``, RFC 6152 §3).
+   8BITMIME (RFC 6152 §3), and its lines over 998 octets re-encoded or broken for any peer
+   (RFC 5321 §4.5.3.1.6): ``smtp_downgrade``.
 
 Failure scope decides what happens next (Postfix's smtp_trouble.c):
 
@@ -159,7 +160,7 @@ class _Delivery:
         self.creds = agent.credentials(route)
         self.key = (self.nexthop.lower(), self.policy, self.creds)
         self.body = BodySource(open_body)
-        self.downgrade = Downgrade(message, open_body)
+        self.downgrade = Downgrade(message, open_body, self.body)
         self.pending = {r.index: r for r in recipients}
         self.done: dict[int, Outcome] = {}
         self.soft: dict[int, tuple[Reply, str]] = {}  # last 4xx per recipient, and from whom
@@ -170,6 +171,7 @@ class _Delivery:
 
     async def run(self) -> list[Outcome]:
         self.body.prefetch()
+        self.downgrade.prefetch()
         try:
             skip: tuple[str, int] | None = None
             sess = self.agent.pool.take(self.key)
@@ -286,8 +288,9 @@ class _Delivery:
         self, sess: ClientSession, caps: Capabilities, remote: str | None
     ) -> tuple[BodySource, int | None] | None:
         """What to send over ``sess`` and the size to declare (None: the spool file's): the
-        message, or its 7-bit form for a peer without 8BITMIME. None: the message cannot go
-        there (everyone bounced) or the spool failed."""
+        message, or its 7-bit form for a peer without 8BITMIME, or its form with no line
+        over 998 octets. None: the message cannot go there (everyone bounced) or the spool
+        failed."""
         problem = message_problem(self.message, caps, sess.name)
         if problem is not None:
             self._bounce_all(problem, remote)

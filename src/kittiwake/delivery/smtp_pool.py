@@ -1,4 +1,4 @@
-"""Idle SMTP connections kept for the next message to the same destination.
+"""Idle SMTP/LMTP connections kept for the next message to the same destination.
 
 Owns ``SessionPool``: after a completed transaction a session waits here (at most
 ``idle_time`` seconds, at most ``max_per_key`` per key) for the next ``deliver()`` with the
@@ -7,8 +7,9 @@ messages to one domain go out over a handful of connections. The key is chosen b
 agent (next hop, TLS policy, credentials), so no DNS lookup is needed to reuse one.
 
 A session also leaves the pool once it has been open ``max_age`` seconds (Postfix's
-``smtp_connection_reuse_time_limit``). Expired sessions are closed with QUIT in the
-background; ``close()`` QUITs everything and waits for it.
+``smtp_connection_reuse_time_limit``) or, when ``max_uses`` is set, has carried that many
+transactions (``smtp_connection_reuse_count_limit``; 0: no limit). Expired sessions are
+closed with QUIT in the background; ``close()`` QUITs everything and waits for it.
 
 Not security sensitive: a session is only reused under the key it was opened for.
 """
@@ -22,10 +23,13 @@ from kittiwake.delivery.smtp_session import ClientSession
 
 
 class SessionPool:
-    def __init__(self, *, idle_time: float, max_per_key: int, max_age: float) -> None:
+    def __init__(
+        self, *, idle_time: float, max_per_key: int, max_age: float, max_uses: int = 0
+    ) -> None:
         self.idle_time = idle_time
         self.max_per_key = max_per_key
         self.max_age = max_age
+        self.max_uses = max_uses
         # key → [(session, idle since)], most recent last. One sweeper timer for the whole
         # pool rather than a timer per idle period: a busy pool parks and takes thousands
         # of sessions a second, and cancelled timers clog the event loop's heap.
@@ -61,6 +65,7 @@ class SessionPool:
             or not sess.reusable
             or len(idle) >= self.max_per_key
             or now - sess.created >= self.max_age
+            or 0 < self.max_uses <= sess.transactions
         ):
             if not idle:
                 del self._idle[key]

@@ -69,6 +69,16 @@ class BodySource:
             loop = asyncio.get_running_loop()
             self._first = loop.run_in_executor(None, self._open_and_read)
 
+    async def whole(self) -> bytes | None:
+        """The whole body if it fits in one chunk, else None — without starting a pass
+        (what ``prefetch`` reads anyway: a look at a small message costs no I/O)."""
+        self.prefetch()
+        if self._small is None and self._first is not None:
+            f, data = await self._first
+            if f is None:
+                self._small, self._first = data, None
+        return self._small
+
     async def _begin_pass(self) -> None:
         self._in_pass = True
         if self._small is not None:
