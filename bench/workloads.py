@@ -36,6 +36,7 @@ class Workload:
     per_session: int = 1
     fresh: bool = False  # restart the server first: memory is measured from a cold start
     timeout: float = 600.0  # bound on the load phase
+    message_file: str = ""  # "load": send this pre-formatted message (smtp-source -F)
 
     def describe(self) -> str:
         if self.kind == "big":
@@ -43,6 +44,9 @@ class Workload:
         if self.kind == "idle":
             return f"{self.title}: {self.messages} idle connections (greeting read, then wait)"
         per = f"{self.per_session} per connection (-d)" if self.per_session > 1 else "1 per conn"
+        if self.message_file:
+            name = os.path.basename(self.message_file)
+            return f"{self.title}: {self.messages} x {name}, {self.sessions} sessions, {per}"
         return (
             f"{self.title}: {self.messages} x {self.size / 1024:g} KiB, "
             f"{self.sessions} concurrent sessions, {per}"
@@ -149,6 +153,7 @@ def run_workload(
                 size=w.size,
                 rcpt=rcpt,
                 timeout=w.timeout,
+                message_file=w.message_file,
             )
             res.expected, res.seconds, res.errors = w.messages, load.seconds, load.errors
             res.extra["commands"] = load.commands
