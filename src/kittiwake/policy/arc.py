@@ -31,10 +31,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from kittiwake.net.dns import Resolver, Status, to_ascii
 from kittiwake.policy.authres import HEADER, fields, strip_forged
 from kittiwake.policy.dkim_body import BodySpec
-from kittiwake.policy.dkim_io import HeadARC, Message, hash_body, read_head, spec_of
+from kittiwake.policy.dkim_io import HeadARC, Message, hash_body, inline, read_head, spec_of
 from kittiwake.policy.results import CheckResult
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1
+INLINE_SETS = 2  # a small message in memory with at most this many sets: no worker thread
+_SEAL_FIELD = re.compile(rb"(?:\A|\n)arc-seal[ \t]*:", re.IGNORECASE)  # to count the sets
 _ARC_SIGNED = ("arc-seal", "arc-message-signature")
 _CV = {b"pass": "pass", b"fail": "fail", b"none": "none"}
 _SEAL_SPEC = BodySpec(b"relaxed", "sha256")  # ARC signs rsa-sha256, relaxed/relaxed
@@ -144,7 +146,9 @@ async def verify_chain(
     """Validate the ARC chain of ``message`` (RFC 8617 §5.2): none, pass or fail.
 
     ``message``: bytes, or a binary file at its start (streamed, never held whole).
-    Keys come only from ``resolver``. The body is hashed in a worker thread; a body over
+    Keys come only from ``resolver``. The body is hashed in a worker thread (on the
+    calling thread for bytes of at most ``dkim_io.INLINE_SIZE`` octets with at most
+    ``INLINE_SETS`` ARC sets: ``dkim_io.inline``); a body over
     ``max_size`` octets (> 0), or a streamed header section over ``dkim_io.HEAD_LIMIT``,
     is not validated (none). A seal that reports ``cv=fail`` ends the chain: fail.
     """
@@ -158,7 +162,10 @@ async def verify_chain(
     if not names:
         return ArcResult("none", "message is not ARC sealed")
     found, dns_error = await prefetch(resolver, names)
-    outcome = await asyncio.to_thread(_run_dkimpy, split, found, max_size)
+    if inline(split, len(_SEAL_FIELD.findall(split.head)), INLINE_SETS):
+        outcome = _run_dkimpy(split, found, max_size)
+    else:
+        outcome = await asyncio.to_thread(_run_dkimpy, split, found, max_size)
     if outcome is None:
         return ArcResult("none", "message too large to validate")
     cv, sets, reason = outcome
@@ -250,6 +257,7 @@ def seal(
 
 
 __all__ = [
+    "INLINE_SETS",
     "MAX_INSTANCES",
     "ArcError",
     "ArcResult",

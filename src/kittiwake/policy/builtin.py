@@ -66,6 +66,10 @@ class Services:
     # Filled while the chain is built: is an enforcing ``dmarc`` check configured? (SPF's
     # on_fail = "dmarc" leaves the decision to DMARC only when one is.)
     enforcing: set[str] = field(default_factory=set)
+    # ``trusted``'s answers per SessionInfo object (by identity; see there).
+    exempt_memo: dict[int, tuple[SessionInfo, bool]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
 
 def _options(options: Mapping[str, object], known: tuple[str, ...]) -> None:
@@ -88,12 +92,31 @@ def _number(options: Mapping[str, object], key: str, default: float) -> float:
     return float(value)
 
 
+_EXEMPT_MEMO = 1024  # sessions remembered by ``trusted`` (then the memo starts over)
+
+
 def trusted(services: Services, session: SessionInfo) -> bool:
     """Our own users (authenticated) and ``mynetworks`` clients: their mail is not
-    checked for SPF/DKIM/DMARC here (it is signed, if at all, after these checks)."""
-    return session.auth_user is not None or (
-        services.exempt is not None and services.exempt(session)
-    )
+    checked for SPF/DKIM/DMARC here (it is signed, if at all, after these checks).
+
+    ``services.exempt`` is asked once per ``SessionInfo`` object, not once per check: a
+    session's info is frozen and replaced (never changed) when HELO, STARTTLS or AUTH
+    change it, so a new object is asked again. The memo holds the object itself, so an
+    ``id`` is never reused while remembered; ``exempt`` must not depend on ``extra``.
+    """
+    if session.auth_user is not None:
+        return True
+    if services.exempt is None:
+        return False
+    memo = services.exempt_memo
+    hit = memo.get(id(session))
+    if hit is not None and hit[0] is session:
+        return hit[1]
+    answer = services.exempt(session)
+    if len(memo) >= _EXEMPT_MEMO:
+        memo.clear()
+    memo[id(session)] = (session, answer)
+    return answer
 
 
 # ---------------------------------------------------------------------------- DKIM
@@ -111,10 +134,12 @@ class DkimVerify:
     async def data(self, ctx: MessageContext) -> Verdict:
         if trusted(self.services, ctx.session):
             return CONTINUE
-        with ctx.open_body() as stream:
-            found_ = await dkim.verify(
-                stream, resolver=self.services.resolver, max_size=self.max_size
-            )
+        resolver, max_size = self.services.resolver, self.max_size
+        if ctx.message_bytes is not None:  # in memory: no file read, small ones inline
+            found_ = await dkim.verify(ctx.message_bytes, resolver=resolver, max_size=max_size)
+        else:
+            with ctx.open_body() as stream:
+                found_ = await dkim.verify(stream, resolver=resolver, max_size=max_size)
         records = []
         for r in found_:
             props = [("header.d", r.header_d or r.domain)] if (r.header_d or r.domain) else []
@@ -144,8 +169,12 @@ class ArcVerify:
     async def data(self, ctx: MessageContext) -> Verdict:
         if trusted(self.services, ctx.session):
             return CONTINUE
-        with ctx.open_body() as stream:
-            result = await arc.verify_chain(stream, self.services.resolver, max_size=self.max_size)
+        resolver, max_size = self.services.resolver, self.max_size
+        if ctx.message_bytes is not None:  # in memory: no file read, small ones inline
+            result = await arc.verify_chain(ctx.message_bytes, resolver, max_size=max_size)
+        else:
+            with ctx.open_body() as stream:
+                result = await arc.verify_chain(stream, resolver, max_size=max_size)
         return found(result.check_result())
 
 

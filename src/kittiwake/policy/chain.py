@@ -8,6 +8,10 @@ exceeds its timeout gives ``451 4.3.0`` (design practice 7: fail safe, never a s
 pass). Post-queue notifications (``queued``, ``delivered``, ``deferred``, ``bounced``)
 are fire-and-forget tasks whose failures are only logged. Security sensitive: the order
 and the fail-safe rule decide what gets in.
+
+Each check is cut off at exactly its own timeout, but a stage does not pay for one
+``asyncio.timeout`` per check: a ``policy.deadline.Deadline`` keeps one loop timer for the
+stage and re-arms it only when a later check's deadline is earlier than the armed one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kittiwake.envelope import Recipient, SessionInfo
+from kittiwake.policy.deadline import Deadline
 from kittiwake.policy.message import MessageContext
 from kittiwake.policy.results import Results, reset_current, set_current
 from kittiwake.policy.verdict import CONTINUE, NON_DECIDING, Action, Verdict, tempfail
@@ -78,10 +83,14 @@ class PolicyChain:
         return bool(self._by_stage[stage])
 
     async def _run(self, stage: str, results: Results | None, *args: object) -> Verdict:
+        entries = self._by_stage[stage]
+        if not entries:
+            return CONTINUE
         token = set_current(results)
+        clock = Deadline()
         try:
-            for entry in self._by_stage[stage]:
-                verdict = await self._call(entry, stage, args)
+            for entry in entries:
+                verdict = await self._call(clock, entry, stage, args)
                 if verdict is None:
                     return CHECK_FAILED
                 if not _record(entry, stage, verdict, results):
@@ -91,22 +100,26 @@ class PolicyChain:
                     return verdict
             return CONTINUE
         finally:
+            clock.close()
             reset_current(token)
 
-    async def _call(self, entry: _Entry, stage: str, args: tuple[object, ...]) -> Verdict | None:
+    async def _call(
+        self, clock: Deadline, entry: _Entry, stage: str, args: tuple[object, ...]
+    ) -> Verdict | None:
+        clock.start(entry.timeout)
         try:
-            async with asyncio.timeout(entry.timeout):
-                verdict = await getattr(entry.target, stage)(*args)
-        except TimeoutError:
-            log.error(
-                "policy check %s timed out at %s after %gs; tempfail",
-                entry.name,
-                stage,
-                entry.timeout,
-            )
+            verdict = await getattr(entry.target, stage)(*args)
+        except asyncio.CancelledError:
+            if not clock.stop() or clock.cancelled_elsewhere():
+                raise  # not (only) our deadline: the session is going away
+            _timed_out(entry, stage)
             return None
         except Exception:  # a broken check must fail safe, not open
+            clock.stop()
             log.exception("policy check %s failed at %s; tempfail", entry.name, stage)
+            return None
+        if clock.stop():  # it swallowed our cancellation: too late all the same
+            _timed_out(entry, stage)
             return None
         if not isinstance(verdict, Verdict):
             log.error("policy check %s returned %r at %s; tempfail", entry.name, verdict, stage)
@@ -178,6 +191,12 @@ class PolicyChain:
         """Wait for pending notifications (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
+
+
+def _timed_out(entry: _Entry, stage: str) -> None:
+    log.error(
+        "policy check %s timed out at %s after %gs; tempfail", entry.name, stage, entry.timeout
+    )
 
 
 def _entries(checks: Sequence[StageCheck], stage: str, default: float) -> list[_Entry]:

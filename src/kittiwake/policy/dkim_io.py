@@ -23,7 +23,8 @@ It fails closed: were a future dkimpy to stop calling these methods, it would ha
 empty body, so every verification would fail (``body hash did not verify``) and every
 signature would be wrong; the cross-check tests against plain dkimpy would catch it.
 
-Reading blocks: call ``read_head`` / ``hash_body`` in a worker thread for files.
+Reading blocks: call ``read_head`` / ``hash_body`` in a worker thread for files;
+``inline`` says when a message in memory is small enough not to bother.
 Security sensitive: all input is attacker-chosen. The header section read from a stream is
 capped (``HEAD_LIMIT``); memory for the body is one chunk whatever its size.
 """
@@ -50,6 +51,7 @@ __all__ = [
     "HeadDKIM",
     "Message",
     "hash_body",
+    "inline",
     "read_head",
     "spec_of",
 ]
@@ -93,6 +95,26 @@ def read_head(message: bytes | IO[bytes], limit: int = HEAD_LIMIT) -> Message:
             return Message(bytes(buf[: split[0]]), bytes(buf[split[1] :]), message)
         if len(buf) > limit:
             return Message(bytes(buf[:limit]), b"", None, complete=False)
+
+
+INLINE_SIZE = 64 * 1024  # header section + body octets verified without a worker thread
+
+
+def inline(message: Message, signatures: int, most: int, size: int = INLINE_SIZE) -> bool:
+    """Is verifying ``message`` small enough for the event loop's own thread?
+
+    Yes when all of it is in memory (no stream left to read: nothing blocks), it is at
+    most ``size`` octets, and at most ``most`` signatures (or ARC sets) are to be checked:
+    then the work (body hashing, header canonicalization, one public-key operation per
+    signature) is a fraction of a millisecond, less than the hand-off to a worker thread
+    and back costs. Anything bigger goes to a thread. Only where the work runs depends
+    on this, never a result.
+    """
+    return (
+        message.stream is None
+        and signatures <= most
+        and len(message.head) + len(message.first) <= size
+    )
 
 
 def hash_body(

@@ -26,7 +26,15 @@ from typing import BinaryIO
 from kittiwake.envelope import Envelope, SessionInfo
 from kittiwake.policy.results import Results
 
-__all__ = ["MAX_HEADER", "BodySpool", "MessageContext", "header_section", "read_header_section"]
+__all__ = [
+    "MAX_HEADER",
+    "BodySpool",
+    "MessageContext",
+    "header_section",
+    "parse_header_section",
+    "raw_header_section",
+    "read_header_section",
+]
 
 MAX_HEADER = 1024 * 1024  # header octets parsed; fields beyond are not seen by checks
 MEMORY_LIMIT = 256 * 1024  # a body up to this size stays in memory
@@ -34,8 +42,9 @@ MEMORY_LIMIT = 256 * 1024  # a body up to this size stays in memory
 BodyOpener = Callable[[], BinaryIO]
 
 
-def read_header_section(stream: BinaryIO, limit: int = MAX_HEADER) -> Message:
-    """Parse the header section at the start of ``stream`` (up to the blank line)."""
+def raw_header_section(stream: BinaryIO, limit: int = MAX_HEADER) -> bytes:
+    """The header section at the start of ``stream``: its lines up to the blank line (not
+    included), whole lines only, at most ``limit`` octets (fields beyond are cut off)."""
     lines: list[bytes] = []
     size = 0
     for line in stream:
@@ -45,9 +54,18 @@ def read_header_section(stream: BinaryIO, limit: int = MAX_HEADER) -> Message:
         if size > limit:
             break
         lines.append(line)
-    raw = b"".join(lines) + b"\r\n"
+    return b"".join(lines)
+
+
+def parse_header_section(raw: bytes) -> Message:
+    """``raw`` (as ``raw_header_section`` returns it) parsed with the compat32 policy."""
     parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-    return parser.parsebytes(raw)
+    return parser.parsebytes(raw + b"\r\n")
+
+
+def read_header_section(stream: BinaryIO, limit: int = MAX_HEADER) -> Message:
+    """Parse the header section at the start of ``stream`` (up to the blank line)."""
+    return parse_header_section(raw_header_section(stream, limit))
 
 
 @dataclass(slots=True)
@@ -57,6 +75,11 @@ class MessageContext:
     ``headers``: the header section (``headers.get_all("From")``, ``headers.items()``);
     ``open_body()``: a fresh binary stream over the whole message (header section
     included, as received; the caller closes it); ``queue_id`` for log lines.
+    ``header_bytes``: the raw header section ``headers`` was parsed from (as
+    ``header_section`` returns it; None: read it from the body when asked);
+    ``message_bytes``: the whole message when it is held in memory (a small one, up to
+    ``BodySpool``'s memory limit), else None: a check may use it instead of reading
+    ``open_body()`` (the same octets).
     """
 
     session: SessionInfo
@@ -65,6 +88,8 @@ class MessageContext:
     open_body: BodyOpener
     results: Results = field(default_factory=Results)
     queue_id: str = ""
+    header_bytes: bytes | None = None
+    message_bytes: bytes | None = None
 
     @property
     def header_fields(self) -> list[tuple[str, str]]:
@@ -85,10 +110,13 @@ class BodySpool:
         self._buffer = bytearray()
         self._file: BinaryIO | None = None
         self._path: str | None = None
+        self._frozen: bytes | None = None  # the buffer, frozen for readers (then empty)
         self.size = 0
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
+        if self._frozen is not None:  # written to after a read: thaw
+            self._buffer, self._frozen = bytearray(self._frozen), None
         if self._file is None and len(self._buffer) + len(data) <= self._limit:
             self._buffer += data
             return
@@ -101,11 +129,21 @@ class BodySpool:
 
     def open(self) -> BinaryIO:
         """A new reader from the first octet (independent of other readers)."""
-        if self._file is None:
-            return io.BytesIO(bytes(self._buffer))
+        data = self.in_memory()
+        if data is not None:
+            return io.BytesIO(data)  # shares ``data`` (immutable) until written to
+        assert self._file is not None
         self._file.flush()
         assert self._path is not None
         return open(self._path, "rb")  # the caller closes it
+
+    def in_memory(self) -> bytes | None:
+        """The whole message when it is held in memory (else None); not copied per call."""
+        if self._file is not None:
+            return None
+        if self._frozen is None:
+            self._frozen, self._buffer = bytes(self._buffer), bytearray()
+        return self._frozen
 
     def context(
         self,
@@ -115,8 +153,17 @@ class BodySpool:
         queue_id: str = "",
     ) -> MessageContext:
         with self.open() as stream:
-            headers = read_header_section(stream)
-        return MessageContext(session, envelope, headers, self.open, results or Results(), queue_id)
+            raw = raw_header_section(stream)
+        return MessageContext(
+            session,
+            envelope,
+            parse_header_section(raw),
+            self.open,
+            results or Results(),
+            queue_id,
+            raw,
+            self.in_memory(),
+        )
 
     def close(self) -> None:
         if self._file is not None:
@@ -127,6 +174,7 @@ class BodySpool:
                 os.unlink(self._path)
             self._path = None
         self._buffer = bytearray()
+        self._frozen = None
 
     def __enter__(self) -> BodySpool:
         return self
@@ -136,13 +184,9 @@ class BodySpool:
 
 
 def header_section(ctx: MessageContext, limit: int = MAX_HEADER) -> bytes:
-    """The raw header section of the message (up to the blank line, at most ``limit``)."""
-    lines: list[bytes] = []
-    size = 0
+    """The raw header section of the message (up to the blank line, at most ``limit``):
+    ``ctx.header_bytes`` when the context has it (read once, when it was made)."""
+    if ctx.header_bytes is not None and limit == MAX_HEADER:
+        return ctx.header_bytes
     with ctx.open_body() as stream:
-        for line in stream:
-            if line in (b"\r\n", b"\n") or size + len(line) > limit:
-                break
-            lines.append(line)
-            size += len(line)
-    return b"".join(lines)
+        return raw_header_section(stream, limit)

@@ -18,6 +18,7 @@ start queue runs, so the rules are strict and fail closed:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,10 +29,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
+@functools.lru_cache(maxsize=4096)
 def client_address(text: str) -> IPAddress | None:
     """The address to match for a peer: IPv4-mapped IPv6 unwrapped, zone id dropped.
 
-    ``None`` when ``text`` is not an IP address (then it matches no network).
+    ``None`` when ``text`` is not an IP address (then it matches no network). Memoised
+    (a bounded LRU: the same peer is asked about several times per message; the
+    answers are immutable).
     """
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
@@ -78,6 +82,8 @@ class Networks:
 
     def __contains__(self, peer: object) -> bool:
         """``"192.0.2.7" in nets``: a peer address string (or ip_address) in any network."""
+        if not self.networks:  # nothing is in an empty list: no need to parse the peer
+            return False
         if isinstance(peer, str):
             address = client_address(peer)
         elif isinstance(peer, ipaddress.IPv4Address | ipaddress.IPv6Address):
