@@ -8,6 +8,14 @@ Every DNS outcome is a value (``ok`` / ``nodata`` / ``nxdomain`` / ``tempfail``)
 an exception, because callers must map each to a different SMTP consequence
 (RFC 5321 §5.1: NXDOMAIN is an error, a temporary error queues the message).
 
+Cost: every check of every message asks for names, most of them answered from the cache,
+so the per-lookup work is kept small. Name conversion is memoised (bounded LRU; names
+already written in ASCII letters, digits, ``-`` and ``_`` skip the IDNA codec and
+dnspython's text parser, with the same result). Identical lookups in flight at the same
+time are coalesced ("single flight"): the second asker of (name, type) awaits the first
+one's outcome instead of sending the same query again (one table entry per distinct
+lookup on the wire, removed when it ends, however it ends).
+
 Security: every answer is attacker-controlled text (whoever owns a domain writes its MX
 and TXT records); callers treat names and strings as untrusted. Names we query are
 validated first (letters, digits, ``-``, ``_`` per label after IDNA), so a crafted
@@ -17,7 +25,9 @@ recipient domain cannot smuggle escapes or wildcards into a query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -35,6 +45,8 @@ import dns.reversename
 _IDNA = dns.name.IDNA_2008_Practical if dns.name.have_idna_2008 else dns.name.IDNA_2003_Practical
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\Z")
 _ATTEMPT_TIMEOUT = 2.0  # one UDP/TCP try; ``timeout`` bounds the whole lookup
+NAME_CACHE_SIZE = 4096  # converted names kept (LRU); each at most 253 octets of text
+_MAX_NAME = 253  # RFC 1035 §2.3.4: 255 octets on the wire = 253 characters of text
 
 
 class Status(enum.StrEnum):
@@ -84,10 +96,37 @@ def to_ascii(domain: str) -> str:
 
     Accepts U-labels (SMTPUTF8 domains, RFC 6531 §3.2) and a single trailing dot.
     Raises ValueError for anything that is not a plausible domain name.
+    Memoised (``NAME_CACHE_SIZE`` names, LRU); errors are not cached.
     """
+    return _to_ascii_cached(domain)
+
+
+def _plain_ascii(text: str) -> str | None:
+    """Lower-cased ``text`` if it is already a valid query name in ASCII, else None.
+
+    Exactly the names for which the IDNA path gives ``text.lower()`` unchanged: ASCII
+    only (``str.lower`` maps some non-ASCII letters to ASCII ones, e.g. U+212A → "k"),
+    every label LDH/underscore of 1-63 characters, 253 characters at most in all.
+    """
+    if not text.isascii() or len(text) > _MAX_NAME:
+        return None
+    lowered = text.lower()
+    for label in lowered.split("."):
+        if len(label) > 63 or not _LABEL.match(label):
+            return None
+    return lowered
+
+
+def _convert(domain: str) -> str:
     text = domain[:-1] if domain.endswith(".") else domain
     if not text or text.startswith(".") or ".." in text or "\\" in text:
         raise ValueError(f"not a domain name: {domain!r}")
+    plain = _plain_ascii(text)
+    return plain if plain is not None else _idna_to_ascii(domain, text)
+
+
+def _idna_to_ascii(domain: str, text: str) -> str:
+    """The general path: dnspython's parser and IDNA codec, then our label check."""
     try:
         name = dns.name.from_text(text, origin=dns.name.root, idna_codec=_IDNA)
         ascii_name = name.to_text(omit_final_dot=True).lower()
@@ -99,8 +138,14 @@ def to_ascii(domain: str) -> str:
     return ascii_name
 
 
-def _query_name(domain: str) -> dns.name.Name:
-    return dns.name.from_text(to_ascii(domain) + ".")
+_to_ascii_cached = functools.lru_cache(maxsize=NAME_CACHE_SIZE)(_convert)
+
+
+@functools.lru_cache(maxsize=NAME_CACHE_SIZE)
+def _query_name(domain: str) -> tuple[dns.name.Name, str]:
+    """The absolute dnspython Name to ask for, and its text (memoised; Names are immutable)."""
+    text = to_ascii(domain) + "."
+    return dns.name.from_text(text), text
 
 
 def _host_text(name: dns.name.Name) -> str:
@@ -123,11 +168,21 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+_Outcome = tuple[Status, dns.resolver.Answer | None, str]
+_Key = tuple[str, dns.rdatatype.RdataType]  # (absolute query name, type)
+
+
+class _LeaderGone(Exception):
+    """Given to the waiters of a lookup whose asker was cancelled: they ask again."""
+
+
 class Resolver:
     """Typed async lookups against ``nameservers`` (IP addresses) on ``port``.
 
     ``timeout`` bounds one whole lookup (all retries, UDP then TCP on truncation).
     ``cache_size`` > 0 keeps a bounded LRU cache that honours each answer's TTL.
+    Concurrent identical lookups (same name and type) send one query and share its
+    outcome; an asker that is cancelled leaves the others waiting on a fresh query.
     """
 
     def __init__(
@@ -162,6 +217,8 @@ class Resolver:
         self._resolver.use_edns(-1)
         if cache_size > 0:
             self._resolver.cache = dns.resolver.LRUCache(cache_size)
+        # Single flight: (name, type) → the outcome its first asker will publish.
+        self._in_flight: dict[_Key, asyncio.Future[_Outcome]] = {}
 
     @property
     def nameservers(self) -> tuple[str, ...]:
@@ -172,13 +229,48 @@ class Resolver:
     def port(self) -> int:
         return self._resolver.port
 
-    async def _lookup(
-        self, name: str | dns.name.Name, rdtype: dns.rdatatype.RdataType
-    ) -> tuple[Status, dns.resolver.Answer | None, str]:
+    @property
+    def in_flight(self) -> int:
+        """Lookups currently on the wire (coalesced ones count once)."""
+        return len(self._in_flight)
+
+    async def _lookup(self, name: str | dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Outcome:
         try:
-            qname = name if isinstance(name, dns.name.Name) else _query_name(name)
+            if isinstance(name, dns.name.Name):
+                qname, text = name, name.to_text()
+            else:
+                qname, text = _query_name(name)
         except ValueError as exc:
             return Status.NXDOMAIN, None, str(exc)
+        key = (text, rdtype)  # text, not the Name: Name.__hash__ is a Python loop per octet
+        loop = asyncio.get_running_loop()
+        while (shared := self._in_flight.get(key)) is not None and shared.get_loop() is loop:
+            try:
+                # shield: a waiter that is cancelled must not cancel the shared lookup.
+                return await asyncio.shield(shared)
+            except _LeaderGone:
+                continue  # the asker it waited for was cancelled: ask (or join) anew
+        if shared is not None:  # another event loop's lookup: not ours to share
+            return await self._resolve(qname, rdtype)
+        future: asyncio.Future[_Outcome] = loop.create_future()
+        self._in_flight[key] = future
+        try:
+            outcome = await self._resolve(qname, rdtype)
+        except BaseException as exc:
+            # An error reaches every waiter; a cancelled (or closed) asker hands over.
+            error = exc if isinstance(exc, Exception) else _LeaderGone()
+            with contextlib.suppress(RuntimeError):  # the loop may be closing
+                future.set_exception(error)
+            if future.done():
+                future.exception()  # retrieved: no "never retrieved" log without waiters
+            raise
+        finally:
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
+        future.set_result(outcome)
+        return outcome
+
+    async def _resolve(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Outcome:
         try:
             answer = await self._resolver.resolve(qname, rdtype, search=False)
         except dns.resolver.NXDOMAIN:

@@ -9,6 +9,10 @@ defensively (unknown tags ignored, bad optional tags fall back to defaults, RFC 
 §6.3); the From domain decides whose policy applies, so ``from_domain`` refuses to guess
 when a message has no single author domain. The verdict only *advises* a disposition;
 the caller acts on it (reject / Junk folder / deliver).
+
+Cost: ``parse_record`` (by exact text, records up to ``MAX_CACHED_RECORD`` characters)
+and ``organizational_domain`` (by name, default PSL only) are memoised in bounded LRUs;
+both results are immutable, so sharing them changes nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from publicsuffixlist import PublicSuffixList
 
 from kittiwake.net.dns import Resolver, Status, to_ascii
 from kittiwake.policy.authres import fields
+from kittiwake.policy.record_cache import CachedParser
 from kittiwake.policy.results import CheckResult
 
 POLICIES = ("none", "quarantine", "reject")
+RECORD_CACHE_SIZE = 256  # parsed records kept (LRU)
+MAX_CACHED_RECORD = 2048  # characters; a longer record is parsed every time
+ORG_CACHE_SIZE = 4096  # organizational domains kept (LRU), names of ≤ 253 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +94,23 @@ def organizational_domain(domain: str, psl: PublicSuffixList | None = None) -> s
     """The Organizational Domain (RFC 7489 §3.2): public suffix plus one label.
 
     Unknown TLDs count as public suffixes (so ``mail.b.test`` → ``b.test``); a name that
-    is itself a public suffix is its own organizational domain.
+    is itself a public suffix is its own organizational domain. Memoised for the default
+    PSL (``ORG_CACHE_SIZE`` names, LRU); a given ``psl`` is asked every time.
     """
     name = domain.lower().rstrip(".")
-    private = (psl or default_psl()).privatesuffix(name)
+    if psl is None:
+        return _default_org(name)
+    return _org(name, psl)
+
+
+def _org(name: str, psl: PublicSuffixList) -> str:
+    private = psl.privatesuffix(name)
     return private if isinstance(private, str) else name
+
+
+@functools.lru_cache(maxsize=ORG_CACHE_SIZE)
+def _default_org(name: str) -> str:
+    return _org(name, default_psl())
 
 
 def _tags(text: str) -> list[tuple[str, str]]:
@@ -116,7 +136,12 @@ def parse_record(text: str) -> DmarcRecord:
 
     Raises RecordError without a valid ``v`` and ``p`` (unless ``rua`` is present, then
     ``p=none`` is assumed, §6.6.3 step 6). Bad optional tags take their defaults.
+    Memoised by exact text (see the module docstring); the result is shared, immutable.
     """
+    return _parser(text)
+
+
+def _parse(text: str) -> DmarcRecord:
     if not is_dmarc(text):
         raise RecordError("record does not start with v=DMARC1")
     tags = dict(reversed(_tags(text)))  # the first occurrence of a tag wins
@@ -285,6 +310,12 @@ def from_domain(header_section: bytes | str) -> str | None:
         return to_ascii(domain.strip())
     except ValueError:
         return None
+
+
+_parser = CachedParser(
+    _parse, RecordError, size=RECORD_CACHE_SIZE, max_text=MAX_CACHED_RECORD, caught=RecordError
+)
+_parse_cached = _parser.cached  # text → record or error message (bounded: cache_info())
 
 
 __all__ = [

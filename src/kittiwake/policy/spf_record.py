@@ -7,6 +7,12 @@ and ``exp`` modifiers) and ``Mechanism``.
 Security: MEDIUM. Record text is attacker-controlled DNS data. The whole record is
 validated before anything is evaluated (§4.6: any syntax error anywhere is a permerror),
 so a malformed term can never cause a partial, order-dependent result.
+
+Cost: the same few records are checked for message after message, so ``parse_record``
+keeps parsed records (and syntax errors) keyed by their exact text in a bounded LRU
+(``RECORD_CACHE_SIZE`` entries, records up to ``MAX_CACHED_RECORD`` characters; a longer
+one is parsed every time, so attacker-published records cannot pin much memory). A
+``Record`` is immutable; its macro-strings are token tuples, expanded per evaluation.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kittiwake.policy.record_cache import CachedParser
 from kittiwake.policy.spf_macro import (
     MacroString,
     SpfSyntaxError,
@@ -35,6 +42,8 @@ _TARGET = re.compile(
     rf"(?::(?P<domain>.*?))?(?:/(?P<c4>{_CIDR4}))?(?://(?P<c6>{_CIDR6}))?\Z", re.DOTALL
 )
 _VERSION = "v=spf1"
+RECORD_CACHE_SIZE = 512  # parsed records kept (LRU)
+MAX_CACHED_RECORD = 2048  # characters; typical records fit one 512-octet answer (§3.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +162,12 @@ def parse_record(text: str) -> Record:
 
     Terms are separated by one or more spaces (§4.6.1). ``redirect`` and ``exp`` may each
     appear once (§6); unknown modifiers are checked for syntax and ignored.
+    Memoised by exact text (see the module docstring); the result is shared, immutable.
     """
+    return _parser(text)
+
+
+def _parse(text: str) -> Record:
     if not is_spf(text):
         raise SpfSyntaxError("not an SPF record")
     mechanisms: list[Mechanism] = []
@@ -175,10 +189,22 @@ def parse_record(text: str) -> Record:
     return Record(tuple(mechanisms), modifiers.get("redirect"), modifiers.get("exp"))
 
 
+_parser = CachedParser(
+    _parse,
+    SpfSyntaxError,
+    size=RECORD_CACHE_SIZE,
+    max_text=MAX_CACHED_RECORD,
+    caught=SpfSyntaxError,
+)
+_parse_cached = _parser.cached  # text → record or error message (bounded: cache_info())
+
+
 __all__ = [
     "DNS_MECHANISMS",
+    "MAX_CACHED_RECORD",
     "MECHANISMS",
     "QUALIFIERS",
+    "RECORD_CACHE_SIZE",
     "Mechanism",
     "Record",
     "is_spf",
