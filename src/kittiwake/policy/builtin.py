@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 from kittiwake.envelope import Reply, SessionInfo
 from kittiwake.greylisting import GreylistState, Rules
@@ -122,10 +122,11 @@ def trusted(services: Services, session: SessionInfo) -> bool:
 # ---------------------------------------------------------------------------- DKIM
 
 
-class DkimVerify:
-    """DATA stage: verify every DKIM-Signature (RFC 6376 §6); one result per signature."""
+class _MessageCheck:
+    """A DATA-stage check over the whole message: skips our own mail, and reads the
+    message from memory when it is there (small ones verify inline), else streams it."""
 
-    name = "dkim"
+    name = ""
 
     def __init__(self, services: Services, *, max_size: int = dkim.DEFAULT_MAX_SIZE) -> None:
         self.services = services
@@ -134,14 +135,24 @@ class DkimVerify:
     async def data(self, ctx: MessageContext) -> Verdict:
         if trusted(self.services, ctx.session):
             return CONTINUE
-        resolver, max_size = self.services.resolver, self.max_size
-        if ctx.message_bytes is not None:  # in memory: no file read, small ones inline
-            found_ = await dkim.verify(ctx.message_bytes, resolver=resolver, max_size=max_size)
-        else:
-            with ctx.open_body() as stream:
-                found_ = await dkim.verify(stream, resolver=resolver, max_size=max_size)
+        if ctx.message_bytes is not None:
+            return await self.check(ctx.message_bytes)
+        with ctx.open_body() as stream:
+            return await self.check(stream)
+
+    async def check(self, message: bytes | BinaryIO) -> Verdict:
+        raise NotImplementedError
+
+
+class DkimVerify(_MessageCheck):
+    """DATA stage: verify every DKIM-Signature (RFC 6376 §6); one result per signature."""
+
+    name = "dkim"
+
+    async def check(self, message: bytes | BinaryIO) -> Verdict:
+        resolver = self.services.resolver
         records = []
-        for r in found_:
+        for r in await dkim.verify(message, resolver=resolver, max_size=self.max_size):
             props = [("header.d", r.header_d or r.domain)] if (r.header_d or r.domain) else []
             if r.header_i:
                 props.append(("header.i", r.header_i))
@@ -156,25 +167,15 @@ class DkimVerify:
 # ----------------------------------------------------------------------------- ARC
 
 
-class ArcVerify:
+class ArcVerify(_MessageCheck):
     """DATA stage: validate the ARC chain (RFC 8617 §5.2); recorded (``arc=...``) for
     the A-R field and for local policy, never a refusal by itself (§7.2)."""
 
     name = "arc"
 
-    def __init__(self, services: Services, *, max_size: int = dkim.DEFAULT_MAX_SIZE) -> None:
-        self.services = services
-        self.max_size = max_size
-
-    async def data(self, ctx: MessageContext) -> Verdict:
-        if trusted(self.services, ctx.session):
-            return CONTINUE
-        resolver, max_size = self.services.resolver, self.max_size
-        if ctx.message_bytes is not None:  # in memory: no file read, small ones inline
-            result = await arc.verify_chain(ctx.message_bytes, resolver, max_size=max_size)
-        else:
-            with ctx.open_body() as stream:
-                result = await arc.verify_chain(stream, resolver, max_size=max_size)
+    async def check(self, message: bytes | BinaryIO) -> Verdict:
+        resolver = self.services.resolver
+        result = await arc.verify_chain(message, resolver, max_size=self.max_size)
         return found(result.check_result())
 
 
