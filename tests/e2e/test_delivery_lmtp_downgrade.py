@@ -5,7 +5,6 @@ converted bounces 5.6.3 without Remote-MTA and the connection stays cached."""
 
 from __future__ import annotations
 
-import email
 from typing import Any
 
 import pytest
@@ -14,19 +13,12 @@ from kittiwake.delivery.api import Outcome, RecipientStatus, Route
 from kittiwake.delivery.lmtp import LmtpAgent
 from kittiwake.envelope import BodyType
 from tests.e2e.test_delivery_lmtp import FAST, per_rcpt, statuses
-from tests.support.sinks import DEFAULT_EXTENSIONS, Script, Sink, queued
+from tests.e2e.test_delivery_smtp_downgrade import HEAD, SEVEN_BIT, decoded
+from tests.support.sinks import Script, Sink, queued
 
 D = RecipientStatus.DELIVERED
 F = RecipientStatus.DEFERRED
 B = RecipientStatus.BOUNCED
-SEVEN_BIT = tuple(e for e in DEFAULT_EXTENSIONS if e != "8BITMIME")
-HEAD = b"From: a@src.test\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-
-
-def decoded(content: bytes) -> bytes:
-    payload = email.message_from_bytes(content).get_payload(decode=True)
-    assert isinstance(payload, bytes)
-    return payload
 
 
 async def send(
